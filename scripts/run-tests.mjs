@@ -1,0 +1,162 @@
+#!/usr/bin/env node
+// The README's test command. Runs, in order: the linter/formatter check, the TypeScript build
+// (test files are type-checked with the code), then every compiled uvu test file in its own
+// process, and ends with the line `N passed, N failed` that CI reads.
+//
+// Usage: node scripts/run-tests.mjs [substring...]   only test files whose path contains one of them
+// Env:   SHADOWVM_TEST_TIMEOUT_S  per-file deadline (default 1200 s; QEMU under TCG is slow)
+//        SHADOWVM_TEST_JOBS       unit test files run in parallel (default 2); files under test/
+//                                 (end-to-end, real QEMU) always run one at a time.
+import { spawn } from "node:child_process";
+import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { stripVTControlCharacters } from "node:util";
+
+const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const filters = process.argv.slice(2);
+const timeoutMs = Number(process.env.SHADOWVM_TEST_TIMEOUT_S ?? 1200) * 1000;
+const jobs = Math.max(1, Number(process.env.SHADOWVM_TEST_JOBS ?? 2));
+const logDir = join(root, "test-artifacts", "logs");
+mkdirSync(logDir, { recursive: true });
+
+let passed = 0;
+let failed = 0;
+const failures = [];
+
+function run(cmd, args, opts = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd ?? root,
+      env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1", ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    let output = "";
+    child.stdout.on("data", (d) => {
+      output += d;
+    });
+    child.stderr.on("data", (d) => {
+      output += d;
+    });
+    const timer = setTimeout(() => {
+      output += `\n[run-tests] deadline of ${timeoutMs / 1000}s passed; killing the test process group\n`;
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {}
+    }, opts.timeoutMs ?? timeoutMs);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, output });
+    });
+  });
+}
+
+function record(name, ok, count, output) {
+  const logFile = join(logDir, `${name.replace(/[^\w.-]+/g, "_")}.log`);
+  writeFileSync(logFile, output);
+  if (ok) {
+    passed += count.passed;
+    failed += count.failed;
+  } else {
+    passed += count.passed;
+    failed += Math.max(1, count.failed);
+  }
+  const status = ok && count.failed === 0 ? "ok  " : "FAIL";
+  console.log(`${status} ${name}  (${count.passed} passed, ${count.failed} failed)`);
+  if (status === "FAIL") {
+    failures.push(name);
+    const tail = output.split("\n").slice(-60).join("\n");
+    console.log(tail.replace(/^/gm, "     | "));
+    console.log(`     full log: ${relative(root, logFile)}`);
+  }
+}
+
+/** uvu prints "Total: N / Passed: N / Skipped: N" at the end of a file's run. */
+function uvuCounts(output) {
+  const clean = stripVTControlCharacters(output);
+  const totals = [...clean.matchAll(/Total:\s+(\d+)/g)].map((m) => Number(m[1]));
+  const passes = [...clean.matchAll(/Passed:\s+(\d+)/g)].map((m) => Number(m[1]));
+  const skips = [...clean.matchAll(/Skipped:\s+(\d+)/g)].map((m) => Number(m[1]));
+  if (totals.length === 0) return null;
+  const total = totals.at(-1);
+  const pass = passes.at(-1) ?? 0;
+  const skip = skips.at(-1) ?? 0;
+  return { passed: pass, failed: total - pass - skip };
+}
+
+function findTests(dir, out = []) {
+  let entries;
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const entry of entries) {
+    if (entry === "node_modules") continue;
+    const full = join(dir, entry);
+    if (statSync(full).isDirectory()) findTests(full, out);
+    else if (entry.endsWith(".test.js")) out.push(full);
+  }
+  return out;
+}
+
+async function step(name, cmd, args) {
+  const res = await run(cmd, args, { timeoutMs: 600_000 });
+  record(
+    name,
+    res.code === 0,
+    { passed: res.code === 0 ? 1 : 0, failed: res.code === 0 ? 0 : 1 },
+    res.output,
+  );
+  return res.code === 0;
+}
+
+async function runFile(file) {
+  const name = relative(root, file);
+  const res = await run(process.execPath, ["--enable-source-maps", file]);
+  const counts = uvuCounts(res.output);
+  if (!counts) {
+    record(
+      name,
+      false,
+      { passed: 0, failed: 1 },
+      `${res.output}\n[run-tests] no uvu summary (exit ${res.code ?? res.signal})`,
+    );
+  } else {
+    record(name, res.code === 0, counts, res.output);
+  }
+}
+
+const started = Date.now();
+await step("lint (biome check)", join(root, "node_modules/.bin/biome"), ["check", "."]);
+const built = await step("build + typecheck (tsc -b)", join(root, "node_modules/.bin/tsc"), [
+  "-b",
+  "shared",
+  "agent",
+  "collector",
+  "test",
+]);
+
+if (built) {
+  const matches = (f) => filters.length === 0 || filters.some((s) => f.includes(s));
+  const unit = ["shared", "agent", "collector"]
+    .flatMap((p) => findTests(join(root, p, "dist")))
+    .filter(matches)
+    .sort();
+  const e2e = findTests(join(root, "test", "dist"))
+    .filter(matches)
+    .sort();
+  const queue = [...unit];
+  await Promise.all(
+    Array.from({ length: jobs }, async () => {
+      for (let f = queue.shift(); f; f = queue.shift()) await runFile(f);
+    }),
+  );
+  for (const f of e2e) await runFile(f);
+}
+
+const secs = ((Date.now() - started) / 1000).toFixed(0);
+if (failures.length) console.log(`\nfailed: ${failures.join(", ")}`);
+console.log(`\nduration: ${secs}s`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

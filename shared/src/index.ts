@@ -1,0 +1,2 @@
+export const SHADOWVM_VERSION = "0.1.0";
+export * from "./stress-profile.js";
