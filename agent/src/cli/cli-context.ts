@@ -1,0 +1,86 @@
+// What every agent command gets: the parsed global options, the validated config, the driver,
+// and the output streams (injectable so commands are testable in-process).
+import { type ParseArgsConfig, parseArgs } from "node:util";
+import { ShadowvmError } from "@shadowvm/shared";
+import { type AgentConfig, loadAgentConfig } from "../config/agent-config.js";
+import type { HypervisorDriver } from "../hypervisor/driver.js";
+import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
+
+export interface Output {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const GLOBAL_OPTIONS = {
+  config: { type: "string" },
+  "data-dir": { type: "string" },
+  qmp: { type: "string", multiple: true },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsConfig["options"];
+
+export const GLOBAL_USAGE = `Options for every command:
+  --config FILE     agent config (default /etc/shadowvm/agent.yaml when it exists)
+  --data-dir DIR    state directory (overrides data_dir)
+  --qmp PATH        add a VM by its QMP socket (repeatable), besides the configured ones
+  --json            machine-readable output
+  -h, --help        this help`;
+
+export interface CommandContext {
+  args: string[];
+  io: Output;
+  env: Record<string, string | undefined>;
+}
+
+/** Usage errors: printed with the command's usage, exit code 2. */
+export class UsageError extends ShadowvmError {
+  constructor(message: string) {
+    super("cli", "usage", message);
+    this.name = "UsageError";
+  }
+}
+
+export interface GlobalValues {
+  config?: string;
+  "data-dir"?: string;
+  qmp?: string[];
+  json?: boolean;
+  help?: boolean;
+}
+
+export interface ParsedCommand {
+  /** Global options typed; a command's own options are read by name. */
+  values: GlobalValues & Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+  config: AgentConfig;
+  createDriver(): HypervisorDriver;
+}
+
+/** Parses the command's own options plus the global ones, then loads the config. */
+export function parseCommand(ctx: CommandContext, options: ParseArgsConfig["options"] = {}): ParsedCommand {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: ctx.args,
+      options: { ...GLOBAL_OPTIONS, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const values = parsed.values as ParsedCommand["values"];
+  const config = loadAgentConfig({ file: values.config, dataDir: values["data-dir"] }, ctx.env);
+  return {
+    values,
+    positionals: parsed.positionals,
+    config,
+    createDriver: () =>
+      new QemuDriver({
+        socketGlobs: config.hypervisor.qmp_sockets,
+        sockets: values.qmp ?? [],
+        connectTimeoutMs: config.hypervisor.connect_timeout_ms,
+        commandTimeoutMs: config.hypervisor.command_timeout_ms,
+      }),
+  };
+}

@@ -1,0 +1,179 @@
+// The QMP client against scripted peers (a unix socket server in this process) for the protocol
+// edges, and against a real QEMU for fd passing and events.
+import { closeSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { createBareQemuHost } from "../../testing/bare-qemu.js";
+import { CONFORMANCE_VMS } from "../driver-conformance.js";
+import { QmpClient, QmpError } from "./qmp-client.js";
+
+const dir = mkdtempSync(join(tmpdir(), "shadowvm-qmp-"));
+let n = 0;
+
+const GREETING = `${JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: "" }, capabilities: [] } })}\r\n`;
+
+/** A scripted QMP peer: `onCommand` decides what to send back for each command. */
+async function peer(
+  onCommand: (cmd: { execute: string; id: string }, sock: Socket) => void,
+  greeting = GREETING,
+) {
+  const path = join(dir, `peer-${n++}.sock`);
+  const server: Server = createServer((sock) => {
+    if (greeting) sock.write(greeting);
+    let buf = "";
+    sock.on("data", (d) => {
+      buf += d;
+      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+        const cmd = JSON.parse(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        if (cmd.execute === "qmp_capabilities")
+          sock.write(`${JSON.stringify({ return: {}, id: cmd.id })}\r\n`);
+        else onCommand(cmd, sock);
+      }
+    });
+    sock.on("error", () => {});
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return { path, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+async function rejection(p: Promise<unknown>): Promise<QmpError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.instance(err, QmpError);
+    return err as QmpError;
+  }
+  throw new Error("expected a QmpError");
+}
+
+test("negotiates capabilities and returns command results", async () => {
+  const p = await peer((cmd, sock) =>
+    sock.write(`${JSON.stringify({ return: { status: "running" }, id: cmd.id })}\r\n`),
+  );
+  const qmp = await QmpClient.connect(p.path);
+  assert.is(qmp.greeting?.version.qemu.major, 7);
+  assert.equal(await qmp.execute("query-status"), { status: "running" });
+  qmp.close();
+  await p.close();
+});
+
+test("a QMP error keeps its class and description", async () => {
+  const p = await peer((cmd, sock) =>
+    sock.write(
+      `${JSON.stringify({ error: { class: "DeviceNotFound", desc: "Device 'x' not found" }, id: cmd.id })}\r\n`,
+    ),
+  );
+  const qmp = await QmpClient.connect(p.path);
+  const err = await rejection(qmp.execute("device_del", { id: "x" }));
+  assert.is(err.errorClass, "DeviceNotFound");
+  assert.match(err.message, "device_del failed");
+  assert.match(err.message, "Device 'x' not found");
+  qmp.close();
+  await p.close();
+});
+
+test("a command without a reply times out, and a late reply is ignored", async () => {
+  let late: (() => void) | undefined;
+  const p = await peer((cmd, sock) => {
+    late = () => sock.write(`${JSON.stringify({ return: 1, id: cmd.id })}\r\n`);
+  });
+  const qmp = await QmpClient.connect(p.path);
+  const err = await rejection(qmp.execute("query-status", undefined, { timeoutMs: 100 }));
+  assert.is(err.errorClass, "Timeout");
+  assert.match(err.message, "no reply within 100 ms");
+  late?.();
+  qmp.close();
+  await p.close();
+});
+
+test("events carry QEMU's own timestamp", async () => {
+  const p = await peer((cmd, sock) => {
+    sock.write(
+      `${JSON.stringify({ event: "STOP", data: {}, timestamp: { seconds: 1700000000, microseconds: 123456 } })}\r\n`,
+    );
+    sock.write(`${JSON.stringify({ return: {}, id: cmd.id })}\r\n`);
+  });
+  const qmp = await QmpClient.connect(p.path);
+  const stop = qmp.waitForEvent("STOP", undefined, 5000);
+  await qmp.execute("stop");
+  const event = await stop;
+  assert.is(event.timestampMs, 1700000000123.456);
+  qmp.close();
+  await p.close();
+});
+
+test("a peer that closes mid-command rejects the command as Disconnected", async () => {
+  const p = await peer((_cmd, sock) => sock.destroy());
+  const qmp = await QmpClient.connect(p.path);
+  const err = await rejection(qmp.execute("query-block"));
+  assert.is(err.errorClass, "Disconnected");
+  assert.match(err.message, "while waiting for the reply to query-block");
+  const after = await rejection(qmp.execute("query-status"));
+  assert.match(after.message, "is closed");
+  await p.close();
+});
+
+test("a peer that is not QMP is named as such", async () => {
+  const garbage = await peer(() => {}, "SSH-2.0-OpenSSH_9.2\r\n");
+  const err = await rejection(QmpClient.connect(garbage.path, { connectTimeoutMs: 2000 }));
+  assert.is(err.errorClass, "NotQmp");
+  assert.match(err.message, "does not speak QMP");
+  await garbage.close();
+
+  const silent = await peer(() => {}, "");
+  const err2 = await rejection(QmpClient.connect(silent.path, { connectTimeoutMs: 200 }));
+  assert.is(err2.errorClass, "NotQmp");
+  assert.match(err2.message, "no greeting within 200 ms");
+  await silent.close();
+});
+
+test("a missing socket and a file that is not a listening socket give clear errors", async () => {
+  const missing = await rejection(QmpClient.connect(join(dir, "nope.sock")));
+  assert.is(missing.errorClass, "Unreachable");
+  assert.match(missing.message, "no QMP socket at");
+  const file = join(dir, "regular-file");
+  writeFileSync(file, "");
+  const refused = await rejection(QmpClient.connect(file));
+  assert.is(refused.errorClass, "Unreachable");
+  assert.match(refused.message, file);
+});
+
+test("passes a file descriptor to a real QEMU with getfd", async () => {
+  const host = createBareQemuHost();
+  try {
+    const vm = await host.start({ ...CONFORMANCE_VMS[1]!, name: "fdpass" });
+    const qmp = await QmpClient.connect(vm.qmpSocket, { fdPassing: true });
+    assert.ok(qmp.supportsFdPassing);
+    const fd = openSync(join(host.dir, "target.bin"), "w");
+    await qmp.execute("getfd", { fdname: "target" }, { fds: [fd] });
+    closeSync(fd);
+    // QEMU now holds a descriptor named "target": closing it works once, then it is unknown.
+    await qmp.execute("closefd", { fdname: "target" });
+    const err = await rejection(qmp.execute("closefd", { fdname: "target" }));
+    assert.match(err.message, "not found");
+    // Events from the real QEMU arrive with its timestamps.
+    const resumed = qmp.waitForEvent("RESUME", undefined, 10_000);
+    const before = Date.now();
+    await qmp.execute("cont");
+    const event = await resumed;
+    assert.ok(Math.abs(event.timestampMs - before) < 10_000, "timestamp near now");
+    qmp.close();
+  } finally {
+    await host.cleanup();
+  }
+});
+
+test("without fdPassing, sending descriptors is refused before anything is sent", async () => {
+  const p = await peer((cmd, sock) => sock.write(`${JSON.stringify({ return: {}, id: cmd.id })}\r\n`));
+  const qmp = await QmpClient.connect(p.path);
+  const err = await rejection(qmp.execute("getfd", { fdname: "x" }, { fds: [0] }));
+  assert.match(err.message, "needs a connection opened with fdPassing");
+  qmp.close();
+  await p.close();
+});
+
+test.run();
