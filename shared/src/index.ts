@@ -5,3 +5,4 @@ export * from "./errors.js";
 export * from "./log/logger.js";
 export * from "./stress-profile.js";
 export * from "./wait-for.js";
+export * from "./wire/index.js";
