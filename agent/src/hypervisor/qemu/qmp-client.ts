@@ -134,6 +134,26 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [Error |
     return client;
   }
 
+  /**
+   * Hands `fd` to QEMU as the named descriptor `fdname` (QMP `getfd`) over a short-lived
+   * connection of its own. Named descriptors belong to the monitor, not the connection, so a later
+   * ordinary connection can use `fd:<fdname>`; keeping the native fd-passing socket open only for
+   * this one command keeps long-running sessions on Node's own, well-trodden socket code.
+   */
+  static async passFd(
+    path: string,
+    fdname: string,
+    fd: number,
+    options: QmpConnectOptions = {},
+  ): Promise<void> {
+    const client = await QmpClient.connect(path, { ...options, fdPassing: true });
+    try {
+      await client.execute("getfd", { fdname }, { fds: [fd] });
+    } finally {
+      client.close();
+    }
+  }
+
   get supportsFdPassing(): boolean {
     return this.fdPassing;
   }
@@ -356,7 +376,7 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [Error |
     predicate: (e: QmpEvent) => boolean = () => true,
     timeoutMs = 30_000,
   ): Promise<QmpEvent> {
-    return new Promise<QmpEvent>((resolve, reject) => {
+    const waiter = new Promise<QmpEvent>((resolve, reject) => {
       const onEvent = (e: QmpEvent) => {
         if (e.event !== name || !predicate(e)) return;
         cleanup();
@@ -383,6 +403,10 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [Error |
       this.on("event", onEvent);
       this.on("close", onClose);
     });
+    // A waiter registered ahead of a command that then failed is never awaited; its later
+    // rejection must not crash the process. Whoever awaits it still sees the rejection.
+    waiter.catch(() => undefined);
+    return waiter;
   }
 
   /** Reconnects after a lost connection (e.g. QEMU restarted its monitor), with retries. */
