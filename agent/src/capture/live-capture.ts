@@ -98,6 +98,7 @@ export interface LiveCaptureResult {
 }
 
 export const JOURNAL_FILE = "journal.json";
+export const MEMORY_FILE = "memory.migration";
 
 export function writeJournal(dir: string, journal: CaptureJournal): void {
   const tmp = join(dir, `${JOURNAL_FILE}.tmp`);
@@ -161,7 +162,7 @@ export async function liveCapture(options: LiveCaptureOptions): Promise<LiveCapt
   const deadlineAt = startedAtMs + (options.timeoutMs ?? 30 * 60_000);
   const remaining = () => Math.max(1, deadlineAt - Date.now());
   mkdirSync(stagingDir, { recursive: true, mode: 0o700 });
-  const memoryFile = join(stagingDir, "memory.migration");
+  const memoryFile = join(stagingDir, MEMORY_FILE);
   const fdName = `svm-capture-${id.slice(0, 8)}`;
   const fd = openSync(memoryFile, "w", 0o600);
   try {

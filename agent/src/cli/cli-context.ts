@@ -3,7 +3,6 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { ShadowvmError } from "@shadowvm/shared";
 import { type AgentConfig, loadAgentConfig } from "../config/agent-config.js";
-import type { HypervisorDriver } from "../hypervisor/driver.js";
 import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 
 export interface Output {
@@ -53,7 +52,7 @@ export interface ParsedCommand {
   values: GlobalValues & Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
   config: AgentConfig;
-  createDriver(): HypervisorDriver;
+  createDriver(): QemuDriver;
 }
 
 /** Parses the command's own options plus the global ones, then loads the config. */

@@ -2,7 +2,9 @@
 // only dispatches and turns errors into one clear line (never a stack trace) and an exit code:
 // 0 ok, 1 the operation failed, 2 bad usage or configuration.
 import { ConfigError, describeError, SHADOWVM_VERSION } from "@shadowvm/shared";
+import { CAPTURE_USAGE, CAPTURES_USAGE, captureCommand, capturesCommand } from "./capture-commands.js";
 import { type CommandContext, GLOBAL_USAGE, type Output, UsageError } from "./cli-context.js";
+import { PARSE_CONSOLE_USAGE, parseConsoleCommand } from "./parse-console-command.js";
 import { VMS_USAGE, vmsCommand } from "./vms-command.js";
 
 interface Command {
@@ -12,7 +14,22 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
+  "parse-console": {
+    summary: "find and sign the failures in a Linux console log",
+    usage: PARSE_CONSOLE_USAGE,
+    run: parseConsoleCommand,
+  },
   vms: { summary: "list the VMs this host runs, read over QMP", usage: VMS_USAGE, run: vmsCommand },
+  capture: {
+    summary: "live, consistent capture of a VM into the capture store",
+    usage: CAPTURE_USAGE,
+    run: captureCommand,
+  },
+  captures: {
+    summary: "list, verify or remove stored captures",
+    usage: CAPTURES_USAGE,
+    run: capturesCommand,
+  },
 };
 
 function mainUsage(): string {

@@ -338,6 +338,8 @@ export interface DemoVm {
   consoleText(): Promise<string>;
   /** Connect to the guest control channel (one client at a time). */
   channel(options?: GuestChannelOptions): Promise<GuestChannel>;
+  /** Leave QEMU running after this process exits (the demo's --keep). */
+  detach(): void;
   /** SIGTERM QEMU, SIGKILL after the deadline; optionally remove the work dir. */
   stop(options?: StopOptions): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -476,7 +478,8 @@ export async function startDemoVm(options: DemoVmOptions): Promise<DemoVm> {
     const startedAt = Date.now();
     let child: ChildProcess;
     try {
-      child = spawn(qemuBinary, args, { stdio: ["ignore", logFd, logFd] });
+      // Its own process group, so Ctrl-C in a terminal reaches us and we stop it in order.
+      child = spawn(qemuBinary, args, { stdio: ["ignore", logFd, logFd], detached: true });
     } finally {
       closeSync(logFd);
     }
@@ -634,6 +637,10 @@ function makeVm(m: MakeVmInput): DemoVm {
     },
     channel(options) {
       return GuestChannel.connect(m.guestChannelSocket, options);
+    },
+    detach() {
+      running.delete(child);
+      child.unref();
     },
     async stop(options = {}) {
       let result = { code: child.exitCode, signal: child.signalCode };

@@ -62,6 +62,7 @@ async function main(): Promise<number> {
       process.stdout.write(
         `\n--keep: the demo VM keeps running (pid ${vm.pid}, work dir ${workDir}); stop it with: kill ${vm.pid}\n`,
       );
+      vm.detach();
       vm = undefined;
     }
     return 0;

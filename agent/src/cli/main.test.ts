@@ -1,0 +1,82 @@
+// The agent CLI in-process: dispatch, usage errors and exit codes, and parse-console's output.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { main } from "./main.js";
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const code = await main(
+    args,
+    { out: (t) => void (out += `${t}\n`), err: (t) => void (err += `${t}\n`) },
+    {},
+  );
+  return { code, out, err };
+}
+
+const dir = mkdtempSync(join(tmpdir(), "svm-cli-"));
+
+test("no command prints usage with exit code 2; help exits 0", async () => {
+  const none = await run([]);
+  assert.is(none.code, 2);
+  assert.match(none.out, "Usage: shadowvm-agent <command>");
+  assert.is((await run(["help"])).code, 0);
+});
+
+test("an unknown command and an unknown option are usage errors", async () => {
+  const unknown = await run(["frobnicate"]);
+  assert.is(unknown.code, 2);
+  assert.match(unknown.err, 'unknown command "frobnicate"');
+  const badOpt = await run(["parse-console", "--nope", "x"]);
+  assert.is(badOpt.code, 2);
+  assert.match(badOpt.err, "Unknown option '--nope'");
+});
+
+test("parse-console --json lists failures most important first", async () => {
+  const log = join(dir, "oops.log");
+  writeFileSync(
+    log,
+    [
+      "[   12.000000] random: crng init done",
+      "[   13.123456] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+      "[   13.123500] #PF: supervisor read access in kernel mode",
+      "[   13.123600] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+      "[   13.123700] CPU: 0 PID: 1 Comm: sh Not tainted 6.1.0-13-amd64 #1  Debian 6.1.55-1",
+      "[   13.123800] RIP: 0010:ext4_do_writepages+0x1a/0x30 [ext4]",
+      "[   13.123900] Call Trace:",
+      "[   13.124000]  <TASK>",
+      "[   13.124100]  ext4_writepages+0x10/0x20 [ext4]",
+      "[   13.124200]  do_writepages+0xc1/0x1c0",
+      "[   13.124300]  </TASK>",
+      "[   13.125000] Kernel panic - not syncing: Fatal exception",
+    ].join("\n"),
+  );
+  const res = await run(["parse-console", log, "--json"]);
+  assert.is(res.code, 0, res.err);
+  const { failures } = JSON.parse(res.out) as {
+    failures: { title: string; class: string; fingerprint: string; line: number }[];
+  };
+  assert.ok(failures.length >= 1);
+  assert.match(failures[0]!.title, /NULL pointer dereference/);
+  assert.is(failures[0]!.class, "oops");
+  assert.match(failures[0]!.fingerprint, /^[0-9a-f]{16}$/);
+  assert.is(failures[0]!.line, 2);
+});
+
+test("parse-console on a clean log prints an empty list", async () => {
+  const log = join(dir, "clean.log");
+  writeFileSync(log, "[    0.000000] Linux version 6.1.0\n[    1.0] shadowvm-guest: ready\n");
+  const res = await run(["parse-console", log, "--json"]);
+  assert.equal(JSON.parse(res.out), { failures: [] });
+});
+
+test("parse-console on a missing file is one clear usage error", async () => {
+  const res = await run(["parse-console", join(dir, "missing.log")]);
+  assert.is(res.code, 2);
+  assert.match(res.err, /cannot read .*missing\.log: ENOENT/);
+});
+
+test.run();

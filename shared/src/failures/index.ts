@@ -1,0 +1,5 @@
+// Public surface of the console failure parser (see docs/failure-signatures.md).
+export { CORPUS_TYPE_CLASSES, classMatchesCorpusType } from "./class-map.js";
+export { ConsoleScanner, parseConsole, rankFailures } from "./console-parser.js";
+export { failureFingerprint, normalizeFailureTitle } from "./fingerprint.js";
+export { FAILURE_CLASSES, type FailureClass, type ParsedFailure } from "./types.js";
