@@ -9,11 +9,15 @@ import { main } from "./main.js";
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = "";
   let err = "";
-  const code = await main(
-    args,
-    { out: (t) => void (out += `${t}\n`), err: (t) => void (err += `${t}\n`) },
-    {},
-  );
+  const io = {
+    out: (t: string) => {
+      out += `${t}\n`;
+    },
+    err: (t: string) => {
+      err += `${t}\n`;
+    },
+  };
+  const code = await main(args, io, {});
   return { code, out, err };
 }
 
