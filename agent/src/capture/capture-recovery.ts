@@ -71,7 +71,7 @@ export async function recoverInterruptedCaptures(
       }
       if (qmp) {
         try {
-          await undoCapture(qmp, journal, { snapshotted: true, log });
+          await undoCapture(qmp, journal, { snapshotted: true, fdName: journal.fdName, log });
         } finally {
           qmp.close();
         }

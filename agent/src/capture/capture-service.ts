@@ -16,7 +16,7 @@ import type { VmInventory } from "../hypervisor/driver.js";
 import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 import type { QmpClient } from "../hypervisor/qemu/qmp-client.js";
 import { recoverInterruptedCaptures } from "./capture-recovery.js";
-import { type FrozenDisk, liveCapture, MEMORY_FILE } from "./live-capture.js";
+import { type FrozenDisk, type LiveCaptureOptions, liveCapture, MEMORY_FILE } from "./live-capture.js";
 import type { CaptureInfo, CaptureStore, PartProgress, RetentionPolicy } from "./store/index.js";
 
 export interface CaptureRecord {
@@ -50,6 +50,7 @@ export interface CaptureVmOptions {
   timeoutMs?: number;
   retention?: RetentionPolicy;
   onProgress?: (progress: PartProgress) => void;
+  onStep?: LiveCaptureOptions["onStep"];
   logger?: Logger;
 }
 
@@ -127,6 +128,7 @@ export async function captureVm(options: CaptureVmOptions): Promise<CaptureRecor
       stagingDir,
       connect: () => options.driver.connect(vm.address),
       timeoutMs: options.timeoutMs,
+      onStep: options.onStep,
       logger: log,
       async copyFrozenDisks(disks) {
         frozen = disks;

@@ -49,6 +49,8 @@ export interface CaptureJournal {
   id: string;
   vm: string;
   qmpSocket: string;
+  /** The memory file's descriptor name in QEMU's monitor (closed on undo). */
+  fdName: string;
   startedAtMs: number;
   /** Where the capture got to; recovery decides what to undo from it. */
   step: "prepared" | "migrating" | "snapshotted" | "resumed" | "copied" | "merged";
@@ -83,6 +85,8 @@ export interface LiveCaptureOptions {
   /** Allowed downtime for the final stop-and-copy (QEMU's downtime-limit), ms. */
   downtimeLimitMs?: number;
   logger?: Logger;
+  /** Called after each journal step is durable (progress reporting; crash-safety tests). */
+  onStep?: (step: CaptureJournal["step"]) => void | Promise<void>;
 }
 
 export interface LiveCaptureResult {
@@ -119,6 +123,15 @@ interface BlockImageInfo {
 interface QueryBlockEntry {
   qdev?: string;
   inserted?: { "node-name"?: string; image: BlockImageInfo; ro: boolean };
+}
+
+async function recordStep(
+  dir: string,
+  journal: CaptureJournal,
+  onStep: LiveCaptureOptions["onStep"],
+): Promise<void> {
+  writeJournal(dir, journal);
+  await onStep?.(journal.step);
 }
 
 /** The backing chain of each writable disk, read from QEMU (top first). */
@@ -220,6 +233,7 @@ async function captureWithSession(
     id,
     vm: vm.name,
     qmpSocket: vm.address,
+    fdName,
     startedAtMs,
     step: "prepared",
     overlays: disks.map((d, i) => ({
@@ -234,7 +248,7 @@ async function captureWithSession(
       capabilities: await qmp.execute("query-migrate-capabilities"),
     },
   };
-  writeJournal(stagingDir, journal);
+  await recordStep(stagingDir, journal, options.onStep);
 
   let snapshotted = false;
   let stopTs: number | undefined;
@@ -283,7 +297,7 @@ async function captureWithSession(
       qmp.waitForEvent("MIGRATION", (e) => wanted.includes(String(e.data["status"])), remaining());
     const preSwitchover = migrationEvent(["pre-switchover", "failed", "cancelled"]);
     journal.step = "migrating";
-    writeJournal(stagingDir, journal);
+    await recordStep(stagingDir, journal, options.onStep);
     await qmp.execute("migrate", { uri: `fd:${fdName}` });
     const reached = await withDeadline(
       preSwitchover,
@@ -307,7 +321,7 @@ async function captureWithSession(
     await Promise.all(snapshots);
     snapshotted = true;
     journal.step = "snapshotted";
-    writeJournal(stagingDir, journal);
+    await recordStep(stagingDir, journal, options.onStep);
     await continued;
     const done = await completed;
     if (done.data["status"] !== "completed") {
@@ -321,7 +335,7 @@ async function captureWithSession(
     await contAfterMigration(qmp);
     await resumed;
     journal.step = "resumed";
-    writeJournal(stagingDir, journal);
+    await recordStep(stagingDir, journal, options.onStep);
     log.info(
       { capture: id, vm: vm.name, pause_ms: (resumeTs ?? 0) - (stopTs ?? 0) },
       "guest resumed on overlays",
@@ -330,11 +344,11 @@ async function captureWithSession(
     // 4. Copy the frozen images while production runs on the overlays, then merge back.
     await withDeadline(options.copyFrozenDisks(disks), remaining(), "copying the frozen disks");
     journal.step = "copied";
-    writeJournal(stagingDir, journal);
+    await recordStep(stagingDir, journal, options.onStep);
     await mergeOverlays(qmp, journal, remaining());
     snapshotted = false;
     journal.step = "merged";
-    writeJournal(stagingDir, journal);
+    await recordStep(stagingDir, journal, options.onStep);
     await restoreMigrationSettings(qmp, journal);
 
     if (stopTs === undefined || resumeTs === undefined) {
