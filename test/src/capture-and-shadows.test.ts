@@ -157,7 +157,16 @@ test("capture while writing, restore 3 shadows that continue with intact data, n
       await store.close();
     }
 
-    // A flipped bit in a stored chunk: verify fails, restore fails with a clear error.
+    // A flipped bit in a stored chunk: verify fails, restore fails with a clear error. The second
+    // capture goes first, so that every chunk left belongs to the first.
+    const removed = await runCli(
+      AGENT_BIN,
+      ["captures", "rm", String((again as unknown as { id: string }).id), "--data-dir", data],
+      {
+        env: isolated,
+      },
+    );
+    assert.is(removed.code, 0, removed.stderr);
     const chunksDir = join(data, "captures", "chunks");
     const shard = readdirSync(chunksDir).sort()[0]!;
     const chunk = join(chunksDir, shard, readdirSync(join(chunksDir, shard))[0]!);
@@ -169,6 +178,19 @@ test("capture while writing, restore 3 shadows that continue with intact data, n
     });
     assert.is(bad.code, 1);
     assert.match(bad.stderr, /shadowvm-agent: error: capture .*chunk/);
+    const damaged = await CaptureStore.open({
+      dir: join(data, "captures"),
+      keyFile: join(data, "keys", "capture-store.key"),
+      readOnly: true,
+    });
+    try {
+      await restoreCapture(damaged, String(record["id"]), join(data, "restored-again"));
+      assert.unreachable("restoring a damaged capture must fail");
+    } catch (err) {
+      assert.match((err as Error).message, /cannot restore capture .*chunk/);
+    } finally {
+      await damaged.close();
+    }
   });
 });
 
