@@ -225,9 +225,32 @@ test("an agent killed at each step of a capture leaves production as it was afte
       assert.ok(partial.removed_work_dirs.length <= 1);
       await store.close();
     }
+    // The hard timeout: a copy throttled far below what it needs aborts, and production is
+    // restored before the command returns.
+    const data = tempWorkDir("svm-timeout-");
+    const slow = await runCli(
+      AGENT_BIN,
+      [
+        "capture",
+        vm.qmpSocket,
+        "--qmp",
+        vm.qmpSocket,
+        "--data-dir",
+        data,
+        "--bandwidth",
+        "0.01",
+        "--timeout",
+        "8",
+      ],
+      { env: { SHADOWVM_AGENT__HYPERVISOR__QMP_SOCKETS: "[]" }, timeoutMs: 120_000 },
+    );
+    assert.is(slow.code, 1, slow.stdout);
+    assert.match(slow.stderr, /shadowvm-agent: error: .*did not finish within/);
+    assert.equal(await productionState(vm.qmpSocket), before, "block graph restored after the timeout");
+    assert.equal(readdirSync(join(data, "staging")), [], "no staging files left after the timeout");
     assert.ok(
       (await verifyGuest(vm.guestChannelSocket)).ok,
-      "production data intact after five interrupted captures",
+      "production data intact after five interrupted captures and a timeout",
     );
   });
 });

@@ -176,4 +176,22 @@ test("without fdPassing, sending descriptors is refused before anything is sent"
   await p.close();
 });
 
+test("reconnect after the peer dropped the connection, then commands work again", async () => {
+  let connections = 0;
+  const p = await peer((cmd, sock) => {
+    connections++;
+    // The first command's connection dies (a monitor restart); later ones answer.
+    if (connections === 1) sock.destroy();
+    else sock.write(`${JSON.stringify({ return: { status: "running" }, id: cmd.id })}\r\n`);
+  });
+  const qmp = await QmpClient.connect(p.path);
+  const lost = await rejection(qmp.execute("query-status"));
+  assert.is(lost.errorClass, "Disconnected");
+  await qmp.reconnect({ attempts: 3, backoffMs: 10 });
+  assert.not.ok(qmp.isClosed);
+  assert.equal(await qmp.execute("query-status"), { status: "running" });
+  qmp.close();
+  await p.close();
+});
+
 test.run();
