@@ -2,6 +2,7 @@
 // only dispatches and turns errors into one clear line (never a stack trace) and an exit code:
 // 0 ok, 1 the operation failed, 2 bad usage or configuration.
 import { ConfigError, describeError, SHADOWVM_VERSION } from "@shadowvm/shared";
+import { EXPLORE_USAGE, runExploreCommand } from "../explorer/index.js";
 import { CAPTURE_USAGE, CAPTURES_USAGE, captureCommand, capturesCommand } from "./capture-commands.js";
 import { type CommandContext, GLOBAL_USAGE, type Output, UsageError } from "./cli-context.js";
 import { PARSE_CONSOLE_USAGE, parseConsoleCommand } from "./parse-console-command.js";
@@ -20,6 +21,16 @@ const COMMANDS: Record<string, Command> = {
     run: parseConsoleCommand,
   },
   vms: { summary: "list the VMs this host runs, read over QMP", usage: VMS_USAGE, run: vmsCommand },
+  explore: {
+    summary: "search stress profiles for failures (against an oracle command or real shadows)",
+    usage: EXPLORE_USAGE,
+    // The explorer's own parser reads its flags; its output goes through the same streams.
+    run: (ctx) =>
+      runExploreCommand(ctx.args, {
+        stdout: (t: string) => ctx.io.out(t.replace(/\n$/, "")),
+        stderr: (t: string) => ctx.io.err(t.replace(/\n$/, "")),
+      }),
+  },
   capture: {
     summary: "live, consistent capture of a VM into the capture store",
     usage: CAPTURE_USAGE,

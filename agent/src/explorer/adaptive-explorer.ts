@@ -1,0 +1,488 @@
+// The explorer: holds what is known about one VM (its trials, imported priors, the random stream)
+// and proposes the next batch of profiles with one of three strategies:
+// - baseline: the specification's generator around the production operating point;
+// - random:   uniform over the search space (the comparison point);
+// - adaptive: a space-filling start, then model-guided batches (see docs/explorer.md).
+import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS, type FaultKind, type StressProfile } from "@shadowvm/shared";
+import { baselineToStressProfile, generateStressProfile, type ProductionVmData } from "./baseline.js";
+import { type Boundary, estimateBoundaries } from "./boundary.js";
+import { designShift, rdPoint } from "./design.js";
+import {
+  fitSelectedModel,
+  type KernelBetaModel,
+  KernelCountModel,
+  type LabeledPoint,
+  selectLengthscale,
+  sqDist,
+} from "./model.js";
+import { Rng } from "./rng.js";
+import { type ProfileBounds, ProfileSpace, stressOf } from "./space.js";
+import type { ExplorerState, Outcome, StoredTrial, StrategyName } from "./types.js";
+
+/** Production operating point used when none is given (a moderately busy VM). */
+export const DEFAULT_VM_PROFILE: ProductionVmData = {
+  average_cpu_usage: 0.5,
+  average_memory_usage: 0.6,
+  average_disk_io: 0.4,
+};
+
+export interface ExplorerOptions {
+  strategy: StrategyName;
+  seed: number | string;
+  bounds?: ProfileBounds;
+  faultKinds?: readonly FaultKind[];
+  /** Length of each shadow run (default 120 s). */
+  durationS?: number;
+  /** Production data the baseline perturbs. */
+  vmProfile?: ProductionVmData;
+  /** Points of the initial space-filling design (adaptive). Default 8. */
+  initialDesign?: number;
+  /** Weight of each imported prior trial relative to an own trial (default 0.3). */
+  priorWeight?: number;
+  vmId?: string;
+}
+
+interface Candidate {
+  u: number[];
+  z: number[];
+}
+
+interface Row {
+  z: number[];
+  u: number[];
+  signatures: readonly string[];
+  failed: boolean;
+  w: number;
+  own: boolean;
+}
+
+/** The candidate pool and the acquisition mix per batch slot. */
+const CANDIDATES = 1200;
+const ABLATIONS = 300;
+type SlotKind = "discover" | "boundary";
+const SLOT_CYCLE: readonly SlotKind[] = ["discover"];
+const SATURATED_CYCLE: readonly SlotKind[] = ["boundary", "discover", "boundary", "discover"];
+/** Discovery tactics the bandit chooses among (see docs/explorer.md). */
+const DISCOVERY_ARMS = ["fill", "spread", "model"] as const;
+type Arm = (typeof DISCOVERY_ARMS)[number] | "boundary";
+/** Pseudo-trials of the tactics' shared prior. */
+const ARM_PRIOR = 2;
+/** Per-trial discount of a tactic's past results. */
+const ARM_DISCOUNT = 0.85;
+/** Good-Turing chance of a new signature per trial below which discovery counts as saturated. */
+const SATURATION = 0.1;
+/** Weight of the count model's uncertainty in the discovery score (UCB-style optimism). */
+const DISCOVERY_OPTIMISM = 1;
+
+export class Explorer {
+  readonly strategy: StrategyName;
+  readonly space: ProfileSpace;
+  readonly vmProfile: ProductionVmData;
+  readonly initialDesign: number;
+  readonly priorWeight: number;
+  private state: ExplorerState;
+  private rng: Rng;
+  private readonly shift: number[];
+  /** Tactic behind each proposed, not yet observed profile (credit for the bandit). */
+  private pendingArms: string[] = [];
+
+  constructor(opts: ExplorerOptions, state?: ExplorerState) {
+    this.strategy = opts.strategy;
+    this.space = new ProfileSpace({
+      bounds: opts.bounds ?? DEFAULT_PROFILE_BOUNDS,
+      faultKinds: opts.faultKinds ?? FAULT_KINDS,
+      durationS: opts.durationS ?? 120,
+    });
+    this.vmProfile = opts.vmProfile ?? DEFAULT_VM_PROFILE;
+    this.initialDesign = Math.max(1, opts.initialDesign ?? 8);
+    this.priorWeight = opts.priorWeight ?? 0.3;
+    if (state) {
+      if (state.version !== 1) throw new Error(`unsupported explorer state version ${String(state.version)}`);
+      this.state = structuredClone(state);
+    } else {
+      this.state = {
+        version: 1,
+        ...(opts.vmId === undefined ? {} : { vm_id: opts.vmId }),
+        seed: opts.seed,
+        rng: new Rng(opts.seed).state(),
+        design_index: 0,
+        trials: [],
+        priors: [],
+      };
+    }
+    this.rng = Rng.fromState(this.state.rng);
+    this.shift = designShift(this.state.seed, this.space.size);
+  }
+
+  /** A JSON-safe snapshot for the state store. */
+  toState(): ExplorerState {
+    return structuredClone({ ...this.state, rng: this.rng.state() });
+  }
+
+  get trials(): readonly StoredTrial[] {
+    return this.state.trials;
+  }
+
+  get priors(): readonly StoredTrial[] {
+    return this.state.priors;
+  }
+
+  /** Imports another VM's own trials as priors, down-weighted by `weight` (their priors are not chained). */
+  importPriors(other: ExplorerState, weight = this.priorWeight): number {
+    const source = other.vm_id ?? "prior";
+    for (const t of other.trials) {
+      this.state.priors.push({ ...structuredClone(t), weight: weight * (t.weight ?? 1), source });
+    }
+    return other.trials.length;
+  }
+
+  /** Signatures seen on this VM, in order of discovery. */
+  signaturesFound(): string[] {
+    const seen = new Set<string>();
+    for (const t of this.state.trials) for (const s of t.outcome.signatures) seen.add(s);
+    return [...seen];
+  }
+
+  observe(results: readonly { profile: StressProfile; outcome: Outcome }[], strategy = this.strategy): void {
+    for (const r of results) {
+      const arm = this.pendingArms.shift();
+      this.state.trials.push({
+        ...(arm === undefined ? {} : { arm }),
+        profile: structuredClone(r.profile),
+        outcome: { failed: r.outcome.failed, signatures: [...new Set(r.outcome.signatures)] },
+        strategy,
+        weight: 1,
+        source: "self",
+      });
+    }
+  }
+
+  propose(k: number): StressProfile[] {
+    this.pendingArms = [];
+    if (k <= 0) return [];
+    if (this.strategy === "baseline") {
+      return Array.from({ length: k }, () =>
+        baselineToStressProfile(generateStressProfile(this.vmProfile, this.rng), {
+          durationS: this.space.durationS,
+          faultKinds: this.space.faultKinds,
+          bounds: this.space.bounds,
+        }),
+      );
+    }
+    if (this.strategy === "random") {
+      return Array.from({ length: k }, () => this.space.fromUnit(this.uniformUnit()));
+    }
+    return this.proposeAdaptive(k);
+  }
+
+  /** Boundary estimates for every signature seen on this VM. */
+  boundary(opts: { bootstrap?: number } = {}): Boundary {
+    const rows = this.rows();
+    const own = rows.filter((r) => r.own);
+    if (own.length === 0) return {};
+    // A separate stream, so asking for the boundary never changes the next proposals.
+    const rng = new Rng(`boundary:${this.state.seed}:${own.length}`);
+    return estimateBoundaries({
+      space: this.space,
+      own: this.state.trials.map((t, i) => ({
+        z: own[i]!.z,
+        signatures: t.outcome.signatures,
+        profile: t.profile,
+      })),
+      priors: rows.filter((r) => !r.own).map((r) => ({ z: r.z, signatures: r.signatures, w: r.w })),
+      rng,
+      bootstrap: opts.bootstrap ?? 0,
+    });
+  }
+
+  // ---- adaptive ----
+
+  private uniformUnit(): number[] {
+    return Array.from({ length: this.space.size }, () => this.rng.random());
+  }
+
+  private rows(): Row[] {
+    const mk = (t: StoredTrial, own: boolean): Row => {
+      const z = this.space.features(t.profile);
+      return {
+        z,
+        u: this.space.unitFromFeatures(z),
+        signatures: t.outcome.signatures,
+        failed: t.outcome.failed || t.outcome.signatures.length > 0,
+        w: own ? 1 : t.weight,
+        own,
+      };
+    };
+    return [...this.state.trials.map((t) => mk(t, true)), ...this.state.priors.map((t) => mk(t, false))];
+  }
+
+  private failurePoints(rows: readonly Row[]): LabeledPoint[] {
+    return rows.map((r) => ({ z: r.z, y: r.failed ? 1 : 0, w: r.w }));
+  }
+
+  private proposeAdaptive(k: number): StressProfile[] {
+    const out: StressProfile[] = [];
+    const D = this.space.size;
+    // Initial space-filling design (only counts this VM's own trials).
+    while (
+      out.length < k &&
+      this.state.design_index < this.initialDesign &&
+      this.state.trials.length + out.length < this.initialDesign
+    ) {
+      out.push(this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift)));
+      this.pendingArms.push("fill");
+    }
+    if (out.length === k) return out;
+
+    const rows = this.rows();
+    const own = rows.filter((r) => r.own);
+    const lengthscale = selectLengthscale(this.failurePoints(rows), D);
+    const inv2l2 = 1 / (2 * lengthscale * lengthscale);
+
+    // Signatures per trial: the discovery score's notion of "how much goes wrong here".
+    const countModel = new KernelCountModel(
+      rows.map((r) => ({ z: r.z, y: Math.max(r.signatures.length, r.failed ? 1 : 0), w: r.w })),
+      { lengthscale },
+    );
+    const sigCount = new Map<string, number>();
+    for (const r of own) for (const s of r.signatures) sigCount.set(s, (sigCount.get(s) ?? 0) + 1);
+    const allSigs = [...new Set(rows.flatMap((r) => r.signatures))].sort();
+    const sigModels = new Map<string, KernelBetaModel>();
+    for (const s of allSigs) {
+      const pts = rows.map((r) => ({ z: r.z, y: r.signatures.includes(s) ? 1 : 0, w: r.w }));
+      sigModels.set(s, fitSelectedModel(pts, D));
+    }
+    const ownSigs = allSigs.filter((s) => sigCount.has(s));
+
+    // Least stress seen per signature, to aim boundary slots at or below it.
+    const minStress = new Map<string, number>();
+    for (const s of ownSigs) {
+      let m = Infinity;
+      for (const r of own) if (r.signatures.includes(s)) m = Math.min(m, stressOf(r.z));
+      minStress.set(s, m);
+    }
+
+    const candidates = this.candidates(rows, lengthscale);
+    // Expected unseen signatures at each candidate, optimistically: what the count model expects
+    // beyond what the known signatures explain, plus its uncertainty; signatures known only from
+    // similar VMs count as unseen here.
+    const discovery = candidates.map((c) => {
+      const n = countModel.predict(c.z);
+      let explained = 0;
+      let priorOnly = 0;
+      for (const [s, m] of sigModels) {
+        const p = m.predict(c.z).mean;
+        if (sigCount.has(s)) explained += p;
+        else priorOnly += p;
+      }
+      return Math.max(0, n.mean - explained) + DISCOVERY_OPTIMISM * n.sd + priorOnly;
+    });
+    const tried = own.map((r) => r.z);
+    const novelty = (z: readonly number[]) => {
+      let d = Infinity;
+      for (const t of tried) d = Math.min(d, sqDist(z, t));
+      return Number.isFinite(d) ? 1 - Math.exp(-d * inv2l2) : 1;
+    };
+
+    // Slot schedule: all discovery while signatures keep turning up, half boundary once discovery
+    // looks saturated (then refining what was found pays more). Good-Turing: the chance
+    // that the next trial shows an unseen signature is about (signatures seen once) / (trials).
+    const singletons = [...sigCount.values()].filter((c) => c === 1).length;
+    const saturated = own.length > 0 && singletons / own.length < SATURATION;
+    const cycle = saturated ? SATURATED_CYCLE : SLOT_CYCLE;
+    const armStats = this.armStats();
+    let slot = this.state.trials.length + out.length;
+    let boundaryTurn = this.state.trials.length;
+    const taken = new Set<number>();
+    while (out.length < k) {
+      let kind: SlotKind = cycle[slot % cycle.length]!;
+      if (kind === "boundary" && ownSigs.length === 0) kind = "discover";
+      slot++;
+      let arm: Arm = "boundary";
+      if (kind === "discover") {
+        // Thompson sampling over discovery tactics, rewarded by new signatures: which one pays
+        // depends on the failure geometry (corners for stress-monotone failures, even filling
+        // for islands), so the campaign learns it instead of assuming it.
+        // Empirical-Bayes prior: every tactic starts at the pooled success rate with the weight of
+        // two trials, so a tactic is dropped after a miss or two instead of after many.
+        let wins = 0;
+        let pulls = 0;
+        for (const st of armStats.values()) {
+          wins += st.wins;
+          pulls += st.pulls;
+        }
+        const pooled = (wins + 1) / (pulls + 2);
+        let bestDraw = -1;
+        for (const a of DISCOVERY_ARMS) {
+          const st = armStats.get(a)!;
+          const draw = this.rng.beta(
+            ARM_PRIOR * pooled + st.wins,
+            ARM_PRIOR * (1 - pooled) + st.pulls - st.wins,
+          );
+          if (draw > bestDraw) {
+            bestDraw = draw;
+            arm = a;
+          }
+        }
+      }
+      if (arm === "fill") {
+        // Continue the space-filling sequence: even coverage, no pull to the corners.
+        const profile = this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift));
+        tried.push(this.space.features(profile));
+        this.pendingArms.push(arm);
+        out.push(profile);
+        continue;
+      }
+      let pool: Candidate[] = candidates;
+      let scores: number[];
+      if (arm === "spread") {
+        // Farthest from everything tried (maximin): reaches the corners and faces of the space.
+        const triedU = tried.map((z) => this.space.unitFromFeatures(z));
+        scores = candidates.map((c, i) => {
+          if (taken.has(i)) return -Infinity;
+          let d = Infinity;
+          for (const t of triedU) d = Math.min(d, sqDist(c.u, t));
+          return d;
+        });
+      } else if (arm === "model") {
+        scores = discovery.map((d, i) => (taken.has(i) ? -Infinity : d * novelty(candidates[i]!.z)));
+      } else {
+        // Boundary: expected lowering of the least stress at which the target signature was seen,
+        // p(signature at x) * (least stress so far - stress(x)), over ablations of its positives.
+        const target = ownSigs[boundaryTurn++ % ownSigs.length]!;
+        const model = sigModels.get(target)!;
+        const best = minStress.get(target)!;
+        const positives = own
+          .filter((r) => r.signatures.includes(target))
+          .sort((a, b) => stressOf(a.z) - stressOf(b.z));
+        pool = this.ablations(positives.slice(0, 3).map((r) => r.z));
+        scores = pool.map((c) => {
+          const gain = best - stressOf(c.z);
+          return gain > 0 ? model.predict(c.z).mean * gain * novelty(c.z) : -Infinity;
+        });
+      }
+      let bi = -1;
+      for (let i = 0; i < scores.length; i++) if (scores[i]! > (bi < 0 ? -Infinity : scores[bi]!)) bi = i;
+      const u = bi >= 0 && scores[bi]! > -Infinity ? pool[bi]!.u : this.uniformUnit();
+      if (pool === candidates && bi >= 0) taken.add(bi);
+      const profile = this.space.fromUnit(u);
+      tried.push(this.space.features(profile));
+      this.pendingArms.push(arm);
+      out.push(profile);
+    }
+    return out;
+  }
+
+  /** Per discovery tactic: own trials it proposed and how many of them found a new signature. */
+  private armStats(): Map<Arm, { pulls: number; wins: number }> {
+    const stats = new Map<Arm, { pulls: number; wins: number }>(
+      DISCOVERY_ARMS.map((a) => [a, { pulls: 0, wins: 0 }]),
+    );
+    const seen = new Set<string>();
+    const n = this.state.trials.length;
+    this.state.trials.forEach((t, i) => {
+      const isNew = t.outcome.signatures.some((x) => !seen.has(x));
+      for (const x of t.outcome.signatures) seen.add(x);
+      const st = t.arm ? stats.get(t.arm as Arm) : undefined;
+      if (!st) return;
+      // Discounted: finding new signatures depletes a tactic's region, so recent results count more.
+      const w = ARM_DISCOUNT ** (n - 1 - i);
+      st.pulls += w;
+      if (isNew) st.wins += w;
+    });
+    return stats;
+  }
+
+  /** Lower-stress variants of given points: random subsets of knobs scaled down (or zeroed). */
+  private ablations(bases: readonly number[][]): Candidate[] {
+    const out: Candidate[] = [];
+    if (bases.length === 0) return out;
+    for (let i = 0; i < ABLATIONS; i++) {
+      const z = [...bases[i % bases.length]!];
+      const q = 0.2 + 0.6 * this.rng.random();
+      for (let j = 0; j < z.length; j++) {
+        if (this.rng.random() < q) z[j] = this.rng.random() < 0.3 ? 0 : z[j]! * this.rng.random();
+      }
+      const p = this.space.profileFromFeatures(z);
+      const zz = this.space.features(p);
+      out.push({ u: this.space.unitFromFeatures(zz), z: zz });
+    }
+    return out;
+  }
+
+  /** Candidate pool: uniform points with bandit-chosen faults, jitters of failures, shrunk failures. */
+  private candidates(rows: readonly Row[], lengthscale: number): Candidate[] {
+    const D = this.space.size;
+    const faultDims = this.space.dims.map((d, i) => (d.kind === "fault" ? i : -1)).filter((i) => i >= 0);
+    // Thompson sampling per fault kind: "on" wins when a draw of its discovery rate with the fault
+    // beats a draw of the rate without it.
+    const own = this.state.trials;
+    const stats = faultDims.map((dimIdx) => {
+      const kind = this.space.dims[dimIdx]!;
+      const s = { on: [1, 1], off: [1, 1] };
+      const seen = new Set<string>();
+      for (const t of own) {
+        const isNew = t.outcome.signatures.some((x) => !seen.has(x));
+        for (const x of t.outcome.signatures) seen.add(x);
+        const on = kind.kind === "fault" && t.profile.faults.some((f) => f.kind === kind.fault && f.rate > 0);
+        const arm = on ? s.on : s.off;
+        arm[isNew ? 0 : 1]! += 1;
+      }
+      return s;
+    });
+    const failing = rows.filter((r) => r.failed);
+    const out: Candidate[] = [];
+    const push = (u: number[]) => {
+      const p = this.space.fromUnit(u);
+      const z = this.space.features(p);
+      out.push({ u: this.space.unitFromFeatures(z), z });
+    };
+    const sigma = Math.max(0.05, lengthscale / Math.sqrt(D));
+    const banditFaults = (u: number[]) => {
+      faultDims.forEach((dimIdx, j) => {
+        const s = stats[j]!;
+        const on = this.rng.beta(s.on[0]!, s.on[1]!) > this.rng.beta(s.off[0]!, s.off[1]!);
+        u[dimIdx] = on ? 0.5 + u[dimIdx]! / 2 : u[dimIdx]! / 2;
+      });
+      return u;
+    };
+    for (let i = 0; i < CANDIDATES; i++) {
+      const r = this.rng.random();
+      const local = failing.length > 0 && r >= 0.6;
+      if (!local && r < 0.35) push(banditFaults(this.uniformUnit()));
+      else if (!local) {
+        // Faces of the cube: a random subset of knobs near their maximum. A trend that grows with
+        // stress peaks on these faces, so the pool must reach them (uniform points rarely do).
+        const u = banditFaults(this.uniformUnit());
+        const q = 0.15 + 0.6 * this.rng.random();
+        for (let j = 0; j < D; j++) if (this.rng.random() < q) u[j] = 0.75 + 0.25 * this.rng.random();
+        push(u);
+      } else {
+        const base = failing[this.rng.int(failing.length)]!;
+        const u = [...base.u];
+        if (r < 0.85) {
+          // Jitter around a failure: neighbouring regions often hold related failure modes.
+          for (let j = 0; j < D; j++) {
+            const isFault = this.space.dims[j]!.kind === "fault";
+            if (isFault && this.rng.random() < 0.15) u[j] = u[j]! >= 0.5 ? u[j]! / 2 : 0.5 + u[j]! / 2;
+            else u[j] = clampUnit(u[j]! + sigma * 2 * this.rng.normal(), isFault ? u[j]! : undefined);
+          }
+        } else {
+          // Shrink toward idle along a random subset of knobs: probes for the least stress.
+          const f = 0.4 + 0.55 * this.rng.random();
+          const z = [...base.z];
+          for (let j = 0; j < D; j++) if (this.rng.random() < 0.5) z[j] = z[j]! * f;
+          u.splice(0, D, ...this.space.unitFromFeatures(z));
+        }
+        push(u);
+      }
+    }
+    return out;
+  }
+}
+
+/** Keeps a jittered coordinate in [0,1]; a fault coordinate stays on its side of 0.5. */
+function clampUnit(v: number, faultFrom?: number): number {
+  if (faultFrom === undefined) return Math.min(1, Math.max(0, v));
+  return faultFrom >= 0.5 ? Math.min(1, Math.max(0.5, v)) : Math.min(0.499, Math.max(0, v));
+}

@@ -1,0 +1,177 @@
+// Failure-boundary estimates: for each signature, the least-stress point (smallest Euclidean norm
+// of the intensity features) at which the model says the signature is at least as likely as not.
+// Least-stress points are found by scanning rays from the idle origin (through every trial that
+// showed the signature, plus sparse and dense random directions), taking the first crossing of
+// p = 0.5, then shrinking coordinates one at a time while p stays >= 0.5. The interval comes from a
+// bootstrap over trials.
+import type { StressProfile } from "@shadowvm/shared";
+import { fitSelectedModel, type LabeledPoint } from "./model.js";
+import type { Rng } from "./rng.js";
+import { type ProfileSpace, stressOf } from "./space.js";
+
+export interface SignatureBoundary {
+  /** Own trials that showed the signature. */
+  trials_with_signature: number;
+  /** Least stress among own trials that showed it (an upper bound on the boundary). */
+  observed_min_stress: number;
+  observed_min_profile: StressProfile;
+  /** Model estimate of the least stress at which p >= 0.5; null when the model puts it nowhere. */
+  min_stress: number | null;
+  min_stress_profile: StressProfile | null;
+  /** Bootstrap 10%..90% range of min_stress (null when not computed or never crossed). */
+  min_stress_interval: [number, number] | null;
+  /** Share of bootstrap refits in which p >= 0.5 was reached somewhere. */
+  bootstrap_support: number | null;
+}
+
+export type Boundary = Record<string, SignatureBoundary>;
+
+export interface MinStressResult {
+  z: number[];
+  stress: number;
+}
+
+/** Least-stress point with p >= threshold under `prob`; undefined if no scanned ray reaches it. */
+export function minStressPoint(
+  prob: (z: readonly number[]) => number,
+  dim: number,
+  seeds: readonly (readonly number[])[],
+  rng: Rng,
+  opts: { threshold?: number; randomRays?: number; steps?: number } = {},
+): MinStressResult | undefined {
+  const thr = opts.threshold ?? 0.5;
+  const steps = opts.steps ?? 24;
+  const dirs: number[][] = [];
+  for (const s of seeds) if (stressOf(s) > 1e-9) dirs.push([...s]);
+  const nRandom = opts.randomRays ?? 48;
+  for (let r = 0; r < nRandom; r++) {
+    const v = new Array<number>(dim).fill(0);
+    if (r % 2 === 0) {
+      // Sparse rays: failures often hinge on one to three knobs.
+      const k = 1 + rng.int(Math.min(3, dim));
+      for (let j = 0; j < k; j++) v[rng.int(dim)] = 0.2 + rng.random();
+    } else for (let j = 0; j < dim; j++) v[j] = rng.random();
+    dirs.push(v);
+  }
+  let best: MinStressResult | undefined;
+  for (const d of dirs) {
+    const n = stressOf(d);
+    if (n < 1e-9) continue;
+    const v = d.map((x) => x / n);
+    let tMax = Infinity;
+    for (const x of v) if (x > 1e-12) tMax = Math.min(tMax, 1 / x);
+    if (!Number.isFinite(tMax)) continue;
+    if (best && best.stress <= 0) break;
+    const limit = best ? Math.min(tMax, best.stress) : tMax;
+    let prev = 0;
+    let hit = -1;
+    for (let i = 1; i <= steps; i++) {
+      const t = (limit * i) / steps;
+      if (prob(v.map((x) => x * t)) >= thr) {
+        hit = t;
+        break;
+      }
+      prev = t;
+    }
+    if (hit < 0) continue;
+    let lo = prev;
+    let hi = hit;
+    for (let i = 0; i < 8; i++) {
+      const mid = (lo + hi) / 2;
+      if (prob(v.map((x) => x * mid)) >= thr) hi = mid;
+      else lo = mid;
+    }
+    if (!best || hi < best.stress) best = { z: v.map((x) => x * hi), stress: hi };
+  }
+  if (!best) return undefined;
+  // Polish: lower each coordinate as far as the probability allows.
+  const z = [...best.z];
+  for (let pass = 0; pass < 2; pass++) {
+    for (let j = 0; j < dim; j++) {
+      if (z[j]! <= 0) continue;
+      const at = (val: number) => {
+        const y = [...z];
+        y[j] = val;
+        return prob(y);
+      };
+      if (at(0) >= thr) {
+        z[j] = 0;
+        continue;
+      }
+      let lo = 0;
+      let hi = z[j]!;
+      for (let i = 0; i < 8; i++) {
+        const mid = (lo + hi) / 2;
+        if (at(mid) >= thr) hi = mid;
+        else lo = mid;
+      }
+      z[j] = hi;
+    }
+  }
+  return { z, stress: stressOf(z) };
+}
+
+export interface BoundaryInput {
+  space: ProfileSpace;
+  /** Own trials' features and signature sets. */
+  own: { z: number[]; signatures: readonly string[]; profile: StressProfile }[];
+  /** Prior trials (other VMs), with weights. */
+  priors: { z: number[]; signatures: readonly string[]; w: number }[];
+  rng: Rng;
+  /** Bootstrap refits for the interval (0 = none). */
+  bootstrap?: number;
+}
+
+export function estimateBoundaries(input: BoundaryInput): Boundary {
+  const { space, own, priors } = input;
+  const sigs = [...new Set(own.flatMap((t) => t.signatures))].sort();
+  const all = [
+    ...own.map((t) => ({ z: t.z, signatures: t.signatures, w: 1 })),
+    ...priors.map((t) => ({ z: t.z, signatures: t.signatures, w: t.w })),
+  ];
+  const out: Boundary = {};
+  for (const sig of sigs) {
+    const positives = own.filter((t) => t.signatures.includes(sig));
+    let obs = positives[0]!;
+    for (const p of positives) if (stressOf(p.z) < stressOf(obs.z)) obs = p;
+    const label = (rows: typeof all): LabeledPoint[] =>
+      rows.map((r) => ({ z: r.z, y: r.signatures.includes(sig) ? 1 : 0, w: r.w }));
+    const fit = (rows: typeof all) => {
+      const model = fitSelectedModel(label(rows), space.size);
+      const seeds = rows.filter((r) => r.signatures.includes(sig)).map((r) => r.z);
+      return minStressPoint((z) => model.predict(z).mean, space.size, seeds, input.rng);
+    };
+    const point = fit(all);
+    let interval: [number, number] | null = null;
+    let support: number | null = null;
+    const b = input.bootstrap ?? 0;
+    if (b > 0) {
+      const values: number[] = [];
+      for (let i = 0; i < b; i++) {
+        const sample = all.map(() => all[input.rng.int(all.length)]!);
+        const r = fit(sample);
+        if (r) values.push(r.stress);
+      }
+      support = values.length / b;
+      if (values.length > 0) {
+        values.sort((x, y) => x - y);
+        const q = (f: number) => values[Math.min(values.length - 1, Math.floor(f * values.length))]!;
+        interval = [round4(q(0.1)), round4(q(0.9))];
+      }
+    }
+    out[sig] = {
+      trials_with_signature: positives.length,
+      observed_min_stress: round4(stressOf(obs.z)),
+      observed_min_profile: obs.profile,
+      min_stress: point ? round4(point.stress) : null,
+      min_stress_profile: point ? space.profileFromFeatures(point.z) : null,
+      min_stress_interval: interval,
+      bootstrap_support: support,
+    };
+  }
+  return out;
+}
+
+function round4(v: number): number {
+  return Math.round(v * 1e4) / 1e4;
+}

@@ -1,0 +1,263 @@
+// `shadowvm-agent explore`: runs a campaign against an oracle command and prints the result.
+// The CLI wiring calls runExploreCommand(argv) and exits with its code.
+import { readFile } from "node:fs/promises";
+import { FAULT_KINDS, type FaultKind } from "@shadowvm/shared";
+import type { ProductionVmData } from "./baseline.js";
+import { type ExploreResult, explore } from "./explore.js";
+import { OracleProcessRunner } from "./runner.js";
+import { ExplorerStateStore } from "./state-store.js";
+import { STRATEGIES, type StrategyName } from "./types.js";
+
+export const EXPLORE_USAGE = `Usage: shadowvm-agent explore --oracle "<command>" [options]
+
+Runs a stress-profile campaign. The oracle command is started once (sh -c) and gets one JSON
+StressProfile per line on stdin; it must answer each with one line {"failed": bool, "signatures": [...]}.
+
+Options:
+  --oracle <command>       oracle program (required)
+  --budget <n>             trials to run (default 20)
+  --strategy <name>        baseline | adaptive | random (default adaptive)
+  --seed <s>               random seed (default 1)
+  --vm-profile <file>      JSON with average_cpu_usage, average_memory_usage, average_disk_io
+  --faults <a,b|none>      fault kinds to inject (default all: ${FAULT_KINDS.join(",")})
+  --batch-size <k>         profiles per step, run together (default 4)
+  --duration <s>           seconds per shadow run (default 120)
+  --timeout-ms <ms>        longest wait for one oracle answer (default 60000)
+  --state-db <dir>         LevelDB directory for explorer state (with --vm-id)
+  --vm-id <id>             resume this VM's campaign and save it after every batch
+  --prior-vm <id,...>      import these VMs' trials from --state-db as priors
+  --json                   print the result as JSON
+Exit codes: 0 done, 1 the oracle failed (trials so far are still printed), 2 bad arguments.`;
+
+export interface CommandIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+const defaultIo: CommandIo = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+};
+
+class UsageError extends Error {}
+
+interface ParsedArgs {
+  oracle: string;
+  budget: number;
+  strategy: StrategyName;
+  seed: number | string;
+  vmProfile?: string;
+  faults?: FaultKind[];
+  batchSize: number;
+  durationS: number;
+  timeoutMs: number;
+  stateDb?: string;
+  vmId?: string;
+  priorVms: string[];
+  json: boolean;
+}
+
+export function parseExploreArgs(argv: readonly string[]): ParsedArgs | "help" {
+  const out: Partial<ParsedArgs> & { priorVms: string[]; json: boolean } = { priorVms: [], json: false };
+  const num = (flag: string, v: string, integer: boolean, min: number) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
+      throw new UsageError(`${flag} needs ${integer ? "an integer" : "a number"} >= ${min}, got "${v}"`);
+    }
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    if (flag === "--help" || flag === "-h") return "help";
+    if (flag === "--json") {
+      out.json = true;
+      continue;
+    }
+    const eq = flag.indexOf("=");
+    const name = eq > 0 ? flag.slice(0, eq) : flag;
+    const value = eq > 0 ? flag.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new UsageError(`${name} needs a value`);
+    switch (name) {
+      case "--oracle":
+        out.oracle = value;
+        break;
+      case "--budget":
+        out.budget = num(name, value, true, 0);
+        break;
+      case "--strategy":
+        if (!STRATEGIES.includes(value as StrategyName)) {
+          throw new UsageError(`--strategy must be one of ${STRATEGIES.join(", ")}, got "${value}"`);
+        }
+        out.strategy = value as StrategyName;
+        break;
+      case "--seed":
+        out.seed = /^-?\d+$/.test(value) ? Number(value) : value;
+        break;
+      case "--vm-profile":
+        out.vmProfile = value;
+        break;
+      case "--faults": {
+        const kinds = value === "none" || value === "" ? [] : value.split(",").map((s) => s.trim());
+        for (const k of kinds) {
+          if (!FAULT_KINDS.includes(k as FaultKind)) {
+            throw new UsageError(`unknown fault kind "${k}"; known: ${FAULT_KINDS.join(", ")}`);
+          }
+        }
+        out.faults = kinds as FaultKind[];
+        break;
+      }
+      case "--batch-size":
+        out.batchSize = num(name, value, true, 1);
+        break;
+      case "--duration":
+        out.durationS = num(name, value, false, 1);
+        break;
+      case "--timeout-ms":
+        out.timeoutMs = num(name, value, true, 1);
+        break;
+      case "--state-db":
+        out.stateDb = value;
+        break;
+      case "--vm-id":
+        out.vmId = value;
+        break;
+      case "--prior-vm":
+        out.priorVms.push(...value.split(",").filter(Boolean));
+        break;
+      default:
+        throw new UsageError(`unknown option ${name}`);
+    }
+  }
+  if (!out.oracle) throw new UsageError("--oracle is required");
+  if ((out.vmId !== undefined || out.priorVms.length > 0) && !out.stateDb) {
+    throw new UsageError("--vm-id and --prior-vm need --state-db");
+  }
+  return {
+    budget: 20,
+    strategy: "adaptive",
+    seed: 1,
+    batchSize: 4,
+    durationS: 120,
+    timeoutMs: 60_000,
+    ...out,
+  } as ParsedArgs;
+}
+
+export async function loadVmProfile(file: string): Promise<ProductionVmData> {
+  let data: unknown;
+  try {
+    data = JSON.parse(await readFile(file, "utf8"));
+  } catch (e) {
+    throw new UsageError(`cannot read --vm-profile ${file}: ${(e as Error).message}`);
+  }
+  const o = (data ?? {}) as Record<string, unknown>;
+  for (const k of ["average_cpu_usage", "average_memory_usage", "average_disk_io"]) {
+    if (typeof o[k] !== "number" || !Number.isFinite(o[k]) || (o[k] as number) < 0) {
+      throw new UsageError(`--vm-profile ${file}: "${k}" must be a non-negative number`);
+    }
+  }
+  return {
+    average_cpu_usage: o.average_cpu_usage as number,
+    average_memory_usage: o.average_memory_usage as number,
+    average_disk_io: o.average_disk_io as number,
+  };
+}
+
+/** Runs `explore` from CLI arguments; returns the process exit code. */
+export async function runExploreCommand(argv: readonly string[], io: CommandIo = defaultIo): Promise<number> {
+  let args: ParsedArgs;
+  let vmProfile: ProductionVmData | undefined;
+  try {
+    const parsed = parseExploreArgs(argv);
+    if (parsed === "help") {
+      io.stdout(`${EXPLORE_USAGE}\n`);
+      return 0;
+    }
+    args = parsed;
+    if (args.vmProfile) vmProfile = await loadVmProfile(args.vmProfile);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`explore: ${e.message}\n\n${EXPLORE_USAGE}\n`);
+      return 2;
+    }
+    throw e;
+  }
+
+  const store = args.stateDb ? new ExplorerStateStore(args.stateDb) : undefined;
+  const runner = new OracleProcessRunner(args.oracle, { timeoutMs: args.timeoutMs });
+  let result: ExploreResult;
+  try {
+    await store?.open();
+    const priors = [];
+    for (const id of args.priorVms) {
+      const st = await store!.load(id);
+      if (!st) io.stderr(`explore: no saved state for prior VM "${id}", skipped\n`);
+      else priors.push(st);
+    }
+    result = await explore({
+      runner,
+      budget: args.budget,
+      strategy: args.strategy,
+      seed: args.seed,
+      batchSize: args.batchSize,
+      durationS: args.durationS,
+      ...(vmProfile ? { vmProfile } : {}),
+      ...(args.faults ? { faultKinds: args.faults } : {}),
+      ...(store && args.vmId !== undefined ? { store, vmId: args.vmId } : {}),
+      priors,
+      onBatch: args.json
+        ? undefined
+        : (done, budget, sigs) => io.stderr(`explore: ${done}/${budget} trials, ${sigs} signature(s)\n`),
+    });
+  } finally {
+    await runner.close();
+    await store?.close();
+  }
+
+  if (args.json) {
+    io.stdout(
+      `${JSON.stringify({
+        trials: result.trials.map((t) => ({ profile: t.profile, outcome: t.outcome })),
+        signatures_found: result.signatures_found,
+        boundary: result.boundary,
+        ...(result.error ? { error: result.error } : {}),
+      })}\n`,
+    );
+  } else io.stdout(formatSummary(result));
+  if (result.error) {
+    io.stderr(`explore: stopped early: ${result.error.message}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+/** The human-readable report. */
+export function formatSummary(r: ExploreResult): string {
+  const lines: string[] = [];
+  const failed = r.trials.filter((t) => t.outcome.failed).length;
+  lines.push(`strategy ${r.strategy}, seed ${String(r.seed)}: ${r.trials.length} trials, ${failed} failed`);
+  if (r.signatures_found.length === 0) lines.push("no failure signatures found");
+  else {
+    lines.push(`signatures found (${r.signatures_found.length}):`);
+    for (const sig of r.signatures_found) {
+      const b = r.boundary[sig];
+      const first = r.trials.findIndex((t) => t.outcome.signatures.includes(sig));
+      const where = first >= 0 ? `first at trial ${first + 1}` : "seen in an earlier campaign";
+      lines.push(`  ${sig}: ${where}, seen ${b?.trials_with_signature ?? 0} time(s)`);
+      if (!b) continue;
+      const est =
+        b.min_stress === null
+          ? "model: not likely anywhere yet"
+          : `model least stress ${b.min_stress}${b.min_stress_interval ? ` [${b.min_stress_interval.join(", ")}]` : ""}`;
+      lines.push(`    least stress seen ${b.observed_min_stress}; ${est}`);
+      const p = b.min_stress_profile ?? b.observed_min_profile;
+      const faults = p.faults.map((f) => `${f.kind}@${f.rate.toFixed(2)}`).join(" ") || "none";
+      lines.push(
+        `    at cpu ${p.cpu_load.toFixed(2)} mem ${p.memory_load.toFixed(2)} io ${p.io_load.toFixed(2)} ` +
+          `latency ${p.net_latency_ms.toFixed(0)}ms loss ${p.net_loss_pct.toFixed(1)}% faults ${faults}`,
+      );
+    }
+  }
+  if (r.error) lines.push(`stopped early: ${r.error.message}`);
+  return `${lines.join("\n")}\n`;
+}

@@ -1,0 +1,44 @@
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { Rng } from "./rng.js";
+
+test("same seed, same stream; numbers and strings both seed", () => {
+  const a = new Rng(7);
+  const b = new Rng(7);
+  assert.equal(
+    Array.from({ length: 10 }, () => a.random()),
+    Array.from({ length: 10 }, () => b.random()),
+  );
+  assert.is(new Rng("vm-1").random(), new Rng("vm-1").random());
+  assert.is.not(new Rng("vm-1").random(), new Rng("vm-2").random());
+});
+
+test("uniform in [0,1) with the right mean and no short cycles", () => {
+  const r = new Rng(1);
+  let sum = 0;
+  const seen = new Set<number>();
+  for (let i = 0; i < 100_000; i++) {
+    const x = r.random();
+    assert.ok(x >= 0 && x < 1);
+    sum += x;
+    seen.add(x);
+  }
+  assert.ok(Math.abs(sum / 100_000 - 0.5) < 0.005);
+  assert.ok(seen.size > 99_990);
+});
+
+test("state round-trips, so a resumed explorer continues the same stream", () => {
+  const a = new Rng(3);
+  a.random();
+  const b = Rng.fromState(a.state());
+  assert.is(a.random(), b.random());
+});
+
+test("beta draws have the Beta mean", () => {
+  const r = new Rng(5);
+  let s = 0;
+  for (let i = 0; i < 20_000; i++) s += r.beta(2, 6);
+  assert.ok(Math.abs(s / 20_000 - 0.25) < 0.01);
+});
+
+test.run();

@@ -1,0 +1,144 @@
+#!/usr/bin/env node
+// Explorer benchmark: baseline vs random vs adaptive on the synthetic evaluators.
+// For every family, seed and budget it runs a campaign through explore() and records the distinct
+// signatures found and the boundary error (|estimated - true least stress| per found signature).
+//
+// Usage (after `npx tsc -b shared agent test`):
+//   node test/bench/explorer/bench.mjs [--seeds 20] [--budgets 20,50] [--families a,b]
+//        [--strategies baseline,random,adaptive] [--batch 4] [--json out.json] [--oracle]
+// --oracle runs the campaigns through OracleProcessRunner and oracle.mjs (the line protocol).
+import { writeFileSync } from "node:fs";
+import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS } from "@shadowvm/shared";
+import { minStressPoint } from "../../../agent/dist/explorer/boundary.js";
+import { explore } from "../../../agent/dist/explorer/explore.js";
+import { Rng } from "../../../agent/dist/explorer/rng.js";
+import { FunctionRunner, OracleProcessRunner } from "../../../agent/dist/explorer/runner.js";
+import { ProfileSpace, stressOf } from "../../../agent/dist/explorer/space.js";
+import { FAMILIES, makeEvaluator } from "./evaluators.mjs";
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : dflt;
+};
+const seeds = Number(opt("seeds", "20"));
+const budgets = opt("budgets", "20,50").split(",").map(Number);
+const families = opt("families", FAMILIES.join(",")).split(",");
+const strategies = opt("strategies", "baseline,random,adaptive").split(",");
+const batchSize = Number(opt("batch", "4"));
+const useOracle = args.includes("--oracle");
+const jsonOut = opt("json", "");
+
+const space = new ProfileSpace({ bounds: DEFAULT_PROFILE_BOUNDS, faultKinds: FAULT_KINDS, durationS: 120 });
+
+/** True least stress with p >= 0.5 per signature, from the evaluator's noise-free probabilities. */
+function trueBoundaries(ev) {
+  const rng = new Rng(`truth:${ev.family}:${ev.instanceSeed}`);
+  const samples = Array.from({ length: 4000 }, () =>
+    space.features(space.fromUnit(space.dims.map(() => rng.random()))),
+  );
+  const out = {};
+  for (const sig of ev.signatures) {
+    const prob = (z) => ev.probs(space.profileFromFeatures(z)).get(sig) ?? 0;
+    const inside = samples.filter((z) => prob(z) >= 0.5).sort((a, b) => stressOf(a) - stressOf(b));
+    const r = minStressPoint(prob, space.size, inside.slice(0, 40), rng, { randomRays: 600, steps: 60 });
+    out[sig] = r ? r.stress : null;
+  }
+  return out;
+}
+
+const rows = [];
+const started = Date.now();
+for (const family of families) {
+  for (let s = 1; s <= seeds; s++) {
+    const ev = makeEvaluator(family, s);
+    const truth = trueBoundaries(ev);
+    for (const strategy of strategies) {
+      for (const budget of budgets) {
+        const noise = new Rng(`noise:${s}`);
+        const runner = useOracle
+          ? new OracleProcessRunner(
+              `node ${new URL("./oracle.mjs", import.meta.url).pathname} --family ${family} --instance ${s} --noise-seed ${s}`,
+            )
+          : new FunctionRunner((p) => ev.outcome(p, noise));
+        const t0 = Date.now();
+        const res = await explore({ runner, budget, strategy, seed: s, batchSize, boundaryBootstrap: 0 });
+        await runner.close?.();
+        if (res.error) throw new Error(`${family}/${s}/${strategy}: ${res.error.message}`);
+        const real = res.signatures_found.filter((x) => ev.signatures.includes(x));
+        const errors = {};
+        for (const sig of real) {
+          const b = res.boundary[sig];
+          const t = truth[sig];
+          // The flake signature fires anywhere: it has no boundary.
+          if (!b || t === null || t === undefined || sig === "infra-flake") continue;
+          errors[sig] = Math.abs((b.min_stress ?? b.observed_min_stress) - t);
+        }
+        rows.push({
+          family,
+          seed: s,
+          strategy,
+          budget,
+          found: real.length,
+          total: ev.signatures.length,
+          errors,
+          ms: Date.now() - t0,
+        });
+      }
+    }
+  }
+  process.stderr.write(`${family} done (${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+}
+
+const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
+const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "-");
+/**
+ * Boundary error of a strategy: mean |estimated - true least stress| over the signatures that every
+ * compared strategy found in the same campaign (paired, so finding harder signatures is not
+ * penalized). Baseline finds too few to pair; its error is over its own finds.
+ */
+function boundaryErrors(sel, st) {
+  const paired = strategies.filter((x) => x !== "baseline");
+  const errs = [];
+  for (const r of sel.filter((x) => x.strategy === st)) {
+    const peers = sel.filter(
+      (x) => x.family === r.family && x.seed === r.seed && paired.includes(x.strategy),
+    );
+    for (const [sig, e] of Object.entries(r.errors)) {
+      if (st === "baseline" || peers.every((p) => sig in p.errors)) errs.push(e);
+    }
+  }
+  return errs;
+}
+const lines = [];
+lines.push(
+  `| evaluator (signatures) | budget | ${strategies.map((s) => `${s} found`).join(" | ")} | ${strategies.map((s) => `${s} bnd err`).join(" | ")} |`,
+);
+lines.push(`|---|---|${strategies.map(() => "---").join("|")}|${strategies.map(() => "---").join("|")}|`);
+const summary = {};
+for (const family of [...families, "ALL"]) {
+  for (const budget of budgets) {
+    const sel = rows.filter((r) => (family === "ALL" || r.family === family) && r.budget === budget);
+    const total = mean(sel.filter((r) => r.strategy === strategies[0]).map((r) => r.total));
+    const found = strategies.map((st) => mean(sel.filter((r) => r.strategy === st).map((r) => r.found)));
+    const berr = strategies.map((st) => mean(boundaryErrors(sel, st)));
+    summary[`${family}@${budget}`] = {
+      total,
+      ...Object.fromEntries(strategies.map((st, i) => [st, { found: found[i], boundary_error: berr[i] }])),
+    };
+    lines.push(
+      `| ${family} (${fmt(total, 1)}) | ${budget} | ${found.map((f) => fmt(f)).join(" | ")} | ${berr.map((e) => fmt(e, 3)).join(" | ")} |`,
+    );
+  }
+}
+console.log(lines.join("\n"));
+const ms = Object.fromEntries(
+  strategies.map((st) => [st, mean(rows.filter((r) => r.strategy === st).map((r) => r.ms))]),
+);
+console.log(
+  `\nmean ms per campaign: ${JSON.stringify(Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, Math.round(v)])))}`,
+);
+console.log(
+  `total ${((Date.now() - started) / 1000).toFixed(0)} s, ${rows.length} campaigns${useOracle ? " via OracleProcessRunner" : ""}`,
+);
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ args, rows, summary }, null, 2));
