@@ -105,11 +105,12 @@ export async function startShadow(capture: RestoredCapture, options: ShadowOptio
     );
     const memoryFd = openSync(capture.memoryFile, "r");
     try {
-      await QmpClient.passFd(qmpSocket, "capture-memory", memoryFd);
+      // Generous: several shadows starting at once on a busy host greet slowly.
+      await QmpClient.passFd(qmpSocket, "capture-memory", memoryFd, { connectTimeoutMs: 60_000 });
     } finally {
       closeSync(memoryFd);
     }
-    const qmp = await QmpClient.connect(qmpSocket, { commandTimeoutMs: 60_000 });
+    const qmp = await QmpClient.connect(qmpSocket, { connectTimeoutMs: 60_000, commandTimeoutMs: 60_000 });
     try {
       await qmp.execute("migrate-set-capabilities", {
         capabilities: [{ capability: "events", state: true }],
