@@ -1,0 +1,9 @@
+// The agent's failure-signature database (see docs/detection.md).
+export {
+  type PendingSignatureUpdate,
+  SignatureDb,
+  type SignatureDbOptions,
+  type SignatureObservation,
+  type SignatureRecord,
+  signatureUpdateMessage,
+} from "./signature-db.js";

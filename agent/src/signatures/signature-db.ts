@@ -1,0 +1,311 @@
+// The agent's failure-signature database (LevelDB): every failure fingerprint seen in a shadow run,
+// rolled up, and a change feed of SignatureUpdate messages for the collector.
+//
+// ## Per fingerprint
+// title, class, frame, first/last seen, count (failures with this fingerprint, i.e. shadow runs
+// that hit it), the production VMs (UUIDs) whose shadows produced it and the stress profiles under
+// which it happened. Both lists are bounded (most recent last; `vms_dropped` / `profiles_dropped`
+// count what fell off), profiles are deduplicated by their canonical JSON (stressProfileToJson).
+// The first title/class/frame stay; a fingerprint is a hash of class + normalised title, so later
+// titles differ at most in masked numbers.
+//
+// ## Change feed
+// Every change of a signature queues an update; a signature has at most one queued update, the
+// newest (SignatureUpdate semantics: the newest replaces the previous one), built from the current
+// record when read. `pendingUpdates()` lists them in change order with a sequence number;
+// `ackUpdates(seq)` removes those up to seq. A signature changed again after it was read gets a new,
+// higher seq, so acknowledging the old one does not lose the change. The `update` event fires after
+// each committed change (for a sender that pushes instead of polling).
+//
+// ## Keys (UTF-8, JSON values)
+//   m:format          "1"
+//   m:next_seq        next feed sequence number (decimal)
+//   s:<fingerprint>   SignatureRecord (+ pending_seq while an update is queued)
+//   u:<seq, 16 hex>   fingerprint whose update is queued
+// A change is one synced write batch (record, feed entry, next_seq): after a crash either all of it
+// is there or none. Writes are serialised inside the process; LevelDB's lock keeps other processes
+// out.
+import { EventEmitter } from "node:events";
+import {
+  type StressProfile,
+  type shadowvm,
+  stressProfileToJson,
+  stressProfileToProto,
+} from "@shadowvm/shared";
+import { Level } from "level";
+
+export interface SignatureRecord {
+  fingerprint: string;
+  title: string;
+  class: string;
+  frame: string | null;
+  first_seen_ms: number;
+  last_seen_ms: number;
+  count: number;
+  /** Production VM UUIDs, least recently hit first. */
+  vms: string[];
+  /** Distinct VMs that fell off the bounded list. */
+  vms_dropped: number;
+  /** Deduplicated profiles, least recently hit first. */
+  profiles: StressProfile[];
+  profiles_dropped: number;
+  last_shadow_run_id?: string;
+}
+
+/** One failure to add to the database. */
+export interface SignatureObservation {
+  fingerprint: string;
+  title: string;
+  class: string;
+  frame?: string | null;
+  /** When it was seen (ms since the epoch). */
+  seenAtMs: number;
+  /** UUID (or name, when there is no UUID) of the production VM whose shadow hit it. */
+  vm: string;
+  profile?: StressProfile;
+  shadowRunId?: string;
+}
+
+export interface PendingSignatureUpdate {
+  seq: number;
+  update: shadowvm.v1.SignatureUpdate.$Properties;
+}
+
+export interface SignatureDbOptions {
+  /** VMs kept per signature. Default 64. */
+  maxVms?: number;
+  /** Profiles kept per signature. Default 32. */
+  maxProfiles?: number;
+}
+
+const FORMAT = "1";
+type Stored = SignatureRecord & { pending_seq?: number };
+type BatchOp = { type: "put"; key: string; value: string } | { type: "del"; key: string };
+
+function feedKey(seq: number): string {
+  return `u:${seq.toString(16).padStart(16, "0")}`;
+}
+
+/** The wire form of a signature (shadowvm.v1.SignatureUpdate). */
+export function signatureUpdateMessage(r: SignatureRecord): shadowvm.v1.SignatureUpdate.$Properties {
+  return {
+    fingerprint: r.fingerprint,
+    title: r.title,
+    class: r.class,
+    first_seen_ms: r.first_seen_ms,
+    last_seen_ms: r.last_seen_ms,
+    count: r.count,
+    vms: [...r.vms],
+    profiles: r.profiles.map((p) => stressProfileToProto(p)),
+  };
+}
+
+function publicRecord(s: Stored): SignatureRecord {
+  const { pending_seq: _, ...rest } = s;
+  return rest;
+}
+
+export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
+  readonly location: string;
+  private readonly db: Level<string, string>;
+  private readonly maxVms: number;
+  private readonly maxProfiles: number;
+  private nextSeq = 1;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(location: string, db: Level<string, string>, options: SignatureDbOptions) {
+    super();
+    this.location = location;
+    this.db = db;
+    this.maxVms = Math.max(1, options.maxVms ?? 64);
+    this.maxProfiles = Math.max(1, options.maxProfiles ?? 32);
+  }
+
+  static async open(location: string, options: SignatureDbOptions = {}): Promise<SignatureDb> {
+    const db = new Level<string, string>(location, { keyEncoding: "utf8", valueEncoding: "utf8" });
+    await db.open();
+    const self = new SignatureDb(location, db, options);
+    try {
+      const format = await db.get("m:format");
+      if (format === undefined) {
+        await db.batch(
+          [
+            { type: "put", key: "m:format", value: FORMAT },
+            { type: "put", key: "m:next_seq", value: "1" },
+          ],
+          { sync: true },
+        );
+      } else if (format !== FORMAT) {
+        throw new Error(`signature database ${location} has format ${format}; this agent reads ${FORMAT}`);
+      }
+      self.nextSeq = Number((await db.get("m:next_seq")) ?? "1");
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    return self;
+  }
+
+  /** Adds failures (in order); returns the updated records. */
+  record(observations: SignatureObservation | readonly SignatureObservation[]): Promise<SignatureRecord[]> {
+    const list = Array.isArray(observations) ? observations : [observations as SignatureObservation];
+    return this.serialized(async () => {
+      const changed = new Map<string, Stored>();
+      const ops: BatchOp[] = [];
+      let seq = this.nextSeq;
+      for (const obs of list) {
+        const current = changed.get(obs.fingerprint) ?? (await this.load(obs.fingerprint)) ?? this.fresh(obs);
+        const next = this.apply(current, obs);
+        if (current.pending_seq !== undefined) ops.push({ type: "del", key: feedKey(current.pending_seq) });
+        next.pending_seq = seq++;
+        changed.set(obs.fingerprint, next);
+      }
+      // One feed entry per changed fingerprint: the last seq given to it.
+      const put: BatchOp[] = [];
+      for (const r of changed.values()) {
+        put.push({ type: "put", key: `s:${r.fingerprint}`, value: JSON.stringify(r) });
+        put.push({ type: "put", key: feedKey(r.pending_seq!), value: r.fingerprint });
+      }
+      // Deleting a seq assigned earlier in this same batch would be harmless (never written).
+      await this.db.batch([...ops, ...put, { type: "put", key: "m:next_seq", value: String(seq) }], {
+        sync: true,
+      });
+      this.nextSeq = seq;
+      const out = [...changed.values()].map(publicRecord);
+      for (const r of out) this.emit("update", r);
+      return out;
+    });
+  }
+
+  /** Adds the failures of one finished shadow run. */
+  recordRun(run: {
+    vm: string;
+    /** The run's failures (DetectedFailure fits). */
+    failures: readonly { fingerprint: string; title: string; class: string; frame?: string | null }[];
+    finishedAtMs?: number;
+    profile?: StressProfile;
+    shadowRunId?: string;
+  }): Promise<SignatureRecord[]> {
+    const seenAtMs = run.finishedAtMs ?? Date.now();
+    return this.record(
+      run.failures.map((f) => ({
+        fingerprint: f.fingerprint,
+        title: f.title,
+        class: f.class,
+        frame: f.frame ?? null,
+        seenAtMs,
+        vm: run.vm,
+        ...(run.profile ? { profile: run.profile } : {}),
+        ...(run.shadowRunId ? { shadowRunId: run.shadowRunId } : {}),
+      })),
+    );
+  }
+
+  async get(fingerprint: string): Promise<SignatureRecord | undefined> {
+    const s = await this.load(fingerprint);
+    return s ? publicRecord(s) : undefined;
+  }
+
+  /** Every signature, by fingerprint. */
+  async list(): Promise<SignatureRecord[]> {
+    const out: SignatureRecord[] = [];
+    for await (const value of this.db.values({ gte: "s:", lt: "s;" })) {
+      out.push(publicRecord(JSON.parse(value) as Stored));
+    }
+    return out;
+  }
+
+  /** Queued updates in change order (oldest first), at most `limit`. */
+  async pendingUpdates(limit = 1000): Promise<PendingSignatureUpdate[]> {
+    const out: PendingSignatureUpdate[] = [];
+    for await (const [key, fp] of this.db.iterator({ gte: "u:", lt: "u;", limit })) {
+      const s = await this.load(fp);
+      if (!s) continue;
+      out.push({ seq: Number.parseInt(key.slice(2), 16), update: signatureUpdateMessage(s) });
+    }
+    return out;
+  }
+
+  /** Removes queued updates with seq <= uptoSeq (sent and acknowledged); returns how many. */
+  ackUpdates(uptoSeq: number): Promise<number> {
+    return this.serialized(async () => {
+      const ops: BatchOp[] = [];
+      for await (const [key, fp] of this.db.iterator({ gte: "u:", lte: feedKey(uptoSeq) })) {
+        ops.push({ type: "del", key });
+        const s = await this.load(fp);
+        if (s && s.pending_seq === Number.parseInt(key.slice(2), 16)) {
+          delete s.pending_seq;
+          ops.push({ type: "put", key: `s:${fp}`, value: JSON.stringify(s) });
+        }
+      }
+      if (ops.length > 0) {
+        await this.db.batch(ops, { sync: true });
+      }
+      return ops.filter((o) => o.type === "del").length;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.queue.catch(() => undefined);
+    await this.db.close();
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async load(fingerprint: string): Promise<Stored | undefined> {
+    const v = await this.db.get(`s:${fingerprint}`);
+    return v === undefined ? undefined : (JSON.parse(v) as Stored);
+  }
+
+  private fresh(obs: SignatureObservation): Stored {
+    return {
+      fingerprint: obs.fingerprint,
+      title: obs.title,
+      class: obs.class,
+      frame: obs.frame ?? null,
+      first_seen_ms: obs.seenAtMs,
+      last_seen_ms: obs.seenAtMs,
+      count: 0,
+      vms: [],
+      vms_dropped: 0,
+      profiles: [],
+      profiles_dropped: 0,
+    };
+  }
+
+  private apply(current: Stored, obs: SignatureObservation): Stored {
+    const next: Stored = {
+      ...current,
+      vms: [...current.vms],
+      profiles: [...current.profiles],
+      count: current.count + 1,
+      first_seen_ms: Math.min(current.first_seen_ms, obs.seenAtMs),
+      last_seen_ms: Math.max(current.last_seen_ms, obs.seenAtMs),
+    };
+    if (next.frame === null && obs.frame) next.frame = obs.frame;
+    if (obs.shadowRunId) next.last_shadow_run_id = obs.shadowRunId;
+    const vmAt = next.vms.indexOf(obs.vm);
+    if (vmAt >= 0) next.vms.splice(vmAt, 1);
+    next.vms.push(obs.vm);
+    if (next.vms.length > this.maxVms) {
+      next.vms.splice(0, next.vms.length - this.maxVms);
+      next.vms_dropped++;
+    }
+    if (obs.profile) {
+      const profile = stressProfileToJson(obs.profile);
+      const key = JSON.stringify(profile);
+      const at = next.profiles.findIndex((p) => JSON.stringify(p) === key);
+      if (at >= 0) next.profiles.splice(at, 1);
+      next.profiles.push(profile);
+      if (next.profiles.length > this.maxProfiles) {
+        next.profiles.splice(0, next.profiles.length - this.maxProfiles);
+        next.profiles_dropped++;
+      }
+    }
+    return next;
+  }
+}
