@@ -3,6 +3,7 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { ShadowvmError } from "@shadowvm/shared";
 import { type AgentConfig, loadAgentConfig } from "../config/agent-config.js";
+import { LibvirtDriver } from "../hypervisor/libvirt/libvirt-driver.js";
 import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 
 export interface Output {
@@ -75,11 +76,19 @@ export function parseCommand(ctx: CommandContext, options: ParseArgsConfig["opti
     positionals: parsed.positionals,
     config,
     createDriver: () =>
-      new QemuDriver({
-        socketGlobs: config.hypervisor.qmp_sockets,
-        sockets: values.qmp ?? [],
-        connectTimeoutMs: config.hypervisor.connect_timeout_ms,
-        commandTimeoutMs: config.hypervisor.command_timeout_ms,
-      }),
+      config.hypervisor.driver === "libvirt"
+        ? // The libvirt driver offers what commands use of QemuDriver (listVms, getVm, and
+          // connect(address) to a domain's QMP bridge; libvirt-capture.ts type-checks that).
+          (new LibvirtDriver({
+            uri: config.hypervisor.libvirt_uri,
+            connectTimeoutMs: config.hypervisor.connect_timeout_ms,
+            commandTimeoutMs: config.hypervisor.command_timeout_ms,
+          }) as unknown as QemuDriver)
+        : new QemuDriver({
+            socketGlobs: config.hypervisor.qmp_sockets,
+            sockets: values.qmp ?? [],
+            connectTimeoutMs: config.hypervisor.connect_timeout_ms,
+            commandTimeoutMs: config.hypervisor.command_timeout_ms,
+          }),
   };
 }

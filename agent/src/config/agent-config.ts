@@ -10,7 +10,9 @@ export const DEFAULT_AGENT_CONFIG_FILE = "/etc/shadowvm/agent.yaml";
 
 const hypervisorSchema = z
   .object({
-    driver: z.enum(["qemu"]).default("qemu"),
+    driver: z.enum(["qemu", "libvirt"]).default("qemu"),
+    /** libvirt connection URI, for driver `libvirt` (docs/libvirt.md). */
+    libvirt_uri: z.string().min(1).default("qemu:///system"),
     /** QMP sockets to discover VMs by (globs with * and ?). */
     qmp_sockets: z
       .array(z.string().min(1))
@@ -136,6 +138,65 @@ const metricsSchema = z
   })
   .strict();
 
+/** The shadow lab: isolation, the host guard's budget, stress calibration, detection (docs/shadow-lab.md). */
+const shadowSchema = z
+  .object({
+    /** Shadows' working directories and registry (default <data_dir>/shadows). */
+    dir: z.string().min(1).optional(),
+    /** Isolation: user-mode networking with restrict=on, or a tap in a namespace of its own with no uplink. */
+    network: z.enum(["user", "netns"]).default("user"),
+    /** Shadows running at once on this host (all campaigns). */
+    max_shadows: z.number().int().positive().default(4),
+    /** Share of the host's CPU time all shadows may use together (kernel-enforced by their parent cgroup). */
+    cpu_share: z.number().gt(0).max(1).default(0.5),
+    /** Refuse shadows when their CPU cannot be capped (no cgroup CPU controller). */
+    require_cpu_cap: z.boolean().default(true),
+    /** Memory all shadows may hold together, MiB (default: half the host's RAM). */
+    memory_budget_mb: z.number().int().positive().optional(),
+    /** Available memory production keeps: a shadow that would leave less is refused. */
+    host_reserve_mb: z.number().int().min(0).default(1024),
+    /** Below this much available memory, shadows are killed (stressed first, newest first). */
+    emergency_available_mb: z.number().int().min(0).default(512),
+    /** Disk all shadows' overlays may use together, MiB. */
+    disk_budget_mb: z.number().int().positive().default(10_240),
+    /** Free disk kept for production: a shadow whose overlay reserve would leave less is refused. */
+    min_free_disk_mb: z.number().int().min(0).default(2048),
+    /** Below this much free disk, shadows are killed. */
+    emergency_free_disk_mb: z.number().int().min(0).default(1024),
+    /** Disk reserved per shadow for its overlays' growth, MiB. */
+    overlay_reserve_mb: z.number().int().positive().default(512),
+    /** QEMU's own memory per shadow on top of guest RAM, MiB (for admission). */
+    qemu_overhead_mb: z.number().int().min(0).default(96),
+    /** Parent cgroup of all shadows (absolute in each hierarchy; default <agent's cgroup>/shadowvm-<tag>). */
+    cgroup_parent: z.string().min(1).optional(),
+    /** Seconds after a shadow resumed during which its own demand (CPU, I/O, memory) is measured. */
+    calibration_s: z.number().positive().default(3),
+    /** The balloon never takes a guest below this, MiB. */
+    min_balloon_mb: z.number().int().positive().default(48),
+    /** Guest processes `process_kill` chooses from, in order (guest channel names). */
+    workload_processes: z.array(z.string().min(1)).default(["svm-writer", "httpd", "svm-state"]),
+    /** Guest service the probes reach (through the shadow's loopback forward). */
+    probe_port: z.number().int().min(1).max(65_535).default(80),
+    probe_path: z.string().startsWith("/").default("/"),
+    probe_interval_ms: z.number().int().positive().default(1000),
+    probe_timeout_ms: z.number().int().positive().default(5000),
+    /** Consecutive failed probes (guest running) that make the service unresponsive. */
+    probe_failures: z.number().int().positive().default(6),
+    /**
+     * Stop a shadow once the guest kernel or QEMU reported a failure (console, QMP event), after
+     * this many more seconds of evidence; failures seen only from outside (probes) do not stop it.
+     */
+    stop_on_failure: z.boolean().default(true),
+    failure_grace_s: z.number().min(0).default(10),
+    /** Deadline for a shadow to be running after its start request. */
+    start_timeout_s: z.number().positive().default(120),
+    /** Host guard check interval. */
+    watch_interval_ms: z.number().int().positive().default(2000),
+    /** Share of the control shadow's probes that must succeed for it to validate the capture. */
+    control_min_probe_success: z.number().min(0).max(1).default(0.9),
+  })
+  .strict();
+
 export const agentConfigSchema = z
   .object({
     /** This host's identity towards the collector. */
@@ -152,6 +213,7 @@ export const agentConfigSchema = z
     telemetry: telemetrySchema.prefault({}),
     spool: spoolSchema.prefault({}),
     metrics: metricsSchema.prefault({}),
+    shadow: shadowSchema.prefault({}),
   })
   .strict();
 
