@@ -5,7 +5,9 @@ import { ConfigError, describeError, SHADOWVM_VERSION } from "@shadowvm/shared";
 import { EXPLORE_USAGE, runExploreCommand } from "../explorer/index.js";
 import { CAPTURE_USAGE, CAPTURES_USAGE, captureCommand, capturesCommand } from "./capture-commands.js";
 import { type CommandContext, GLOBAL_USAGE, type Output, UsageError } from "./cli-context.js";
+import { ENROLL_USAGE, enrollCommand } from "./enroll-command.js";
 import { PARSE_CONSOLE_USAGE, parseConsoleCommand } from "./parse-console-command.js";
+import { SERVE_USAGE, serveCommand } from "./serve-command.js";
 import { VMS_USAGE, vmsCommand } from "./vms-command.js";
 
 interface Command {
@@ -40,6 +42,16 @@ const COMMANDS: Record<string, Command> = {
     summary: "list, verify or remove stored captures",
     usage: CAPTURES_USAGE,
     run: capturesCommand,
+  },
+  serve: {
+    summary: "run the agent: telemetry, spool, link to the collector",
+    usage: SERVE_USAGE,
+    run: serveCommand,
+  },
+  enroll: {
+    summary: "enroll with the collector using a token, then exit",
+    usage: ENROLL_USAGE,
+    run: enrollCommand,
   },
 };
 

@@ -1,0 +1,156 @@
+// The DuckDB schema, as ordered migrations. Each migration runs once, in its own transaction, and
+// records itself in schema_version; a database written by a newer collector (a version this build
+// does not know) is refused rather than guessed at. Never edit a released migration: append one.
+// docs/telemetry.md documents every table and column.
+
+export interface Migration {
+  version: number;
+  name: string;
+  statements: string[];
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: "telemetry, inventory, shadow results and ingest bookkeeping",
+    statements: [
+      // Ingest bookkeeping: what each agent stream has committed (the resume points and the
+      // deduplication high-water marks) and one row per committed frame.
+      `CREATE TABLE ingest_streams (
+        agent_id VARCHAR NOT NULL,
+        epoch UBIGINT NOT NULL,
+        committed_seq UBIGINT NOT NULL,
+        frames UBIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (agent_id, epoch)
+      )`,
+      `CREATE TABLE ingest_frames (
+        agent_id VARCHAR NOT NULL,
+        epoch UBIGINT NOT NULL,
+        seq UBIGINT NOT NULL,
+        kind VARCHAR NOT NULL,
+        records UINTEGER NOT NULL,
+        bytes UINTEGER NOT NULL,
+        sent_at_ms BIGINT NOT NULL,
+        committed_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (agent_id, epoch, seq)
+      )`,
+      `CREATE TABLE hosts (
+        agent_id VARCHAR PRIMARY KEY,
+        hostname VARCHAR NOT NULL,
+        cpus UINTEGER NOT NULL,
+        memory_bytes UBIGINT NOT NULL,
+        kernel VARCHAR NOT NULL,
+        hypervisor_driver VARCHAR NOT NULL,
+        hypervisor_version VARCHAR NOT NULL,
+        capabilities JSON NOT NULL,
+        vm_uuids JSON NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+      )`,
+      `CREATE TABLE vms (
+        agent_id VARCHAR NOT NULL,
+        uuid VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,
+        vcpus UINTEGER NOT NULL,
+        memory_mb UBIGINT NOT NULL,
+        machine_type VARCHAR NOT NULL,
+        disks JSON NOT NULL,
+        nics JSON NOT NULL,
+        qemu_cmdline JSON NOT NULL,
+        pid UINTEGER NOT NULL,
+        labels JSON NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (agent_id, uuid)
+      )`,
+      // Only the identity columns of samples are NOT NULL: the writer never leaves a measurement
+      // NULL (proto3 zero values), and checking 14 more constraints at commit cost a third of the
+      // store's throughput (docs/benchmarks-telemetry.md).
+      `CREATE TABLE samples (
+        agent_id VARCHAR NOT NULL,
+        scope UTINYINT NOT NULL,
+        vm_uuid VARCHAR,
+        ts_ms BIGINT NOT NULL,
+        cpu_usage DOUBLE,
+        memory_used_bytes UBIGINT,
+        memory_available_bytes UBIGINT,
+        memory_balloon_bytes UBIGINT,
+        disk_read_bytes UBIGINT,
+        disk_write_bytes UBIGINT,
+        disk_read_ops UBIGINT,
+        disk_write_ops UBIGINT,
+        net_rx_bytes UBIGINT,
+        net_tx_bytes UBIGINT,
+        net_rx_packets UBIGINT,
+        net_tx_packets UBIGINT,
+        net_rx_drops UBIGINT,
+        net_tx_drops UBIGINT,
+        extra JSON
+      )`,
+      `CREATE TABLE captures (
+        agent_id VARCHAR NOT NULL,
+        id VARCHAR NOT NULL,
+        vm_name VARCHAR NOT NULL,
+        vm_uuid VARCHAR NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT NOT NULL,
+        pause_ms UBIGINT NOT NULL,
+        memory_bytes UBIGINT NOT NULL,
+        disk_bytes UBIGINT NOT NULL,
+        stored_bytes UBIGINT NOT NULL,
+        new_bytes UBIGINT NOT NULL,
+        disks JSON NOT NULL,
+        config_digest VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        error VARCHAR NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (agent_id, id)
+      )`,
+      `CREATE TABLE shadow_runs (
+        agent_id VARCHAR NOT NULL,
+        id VARCHAR NOT NULL,
+        campaign_id VARCHAR NOT NULL,
+        capture_id VARCHAR NOT NULL,
+        vm_name VARCHAR NOT NULL,
+        vm_uuid VARCHAR NOT NULL,
+        profile JSON,
+        strategy VARCHAR NOT NULL,
+        control BOOLEAN NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT NOT NULL,
+        outcome VARCHAR NOT NULL,
+        failure_count UINTEGER NOT NULL,
+        notes JSON NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (agent_id, id)
+      )`,
+      `CREATE TABLE failures (
+        failure_id VARCHAR PRIMARY KEY,
+        agent_id VARCHAR NOT NULL,
+        shadow_run_id VARCHAR NOT NULL,
+        title VARCHAR NOT NULL,
+        class VARCHAR NOT NULL,
+        frame VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        corrupted BOOLEAN NOT NULL,
+        evidence JSON NOT NULL,
+        offset_ms BIGINT NOT NULL,
+        source VARCHAR NOT NULL,
+        received_at_ms BIGINT NOT NULL
+      )`,
+      `CREATE TABLE signatures (
+        agent_id VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        title VARCHAR NOT NULL,
+        class VARCHAR NOT NULL,
+        first_seen_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        count UBIGINT NOT NULL,
+        vms JSON NOT NULL,
+        profiles JSON NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (agent_id, fingerprint)
+      )`,
+    ],
+  },
+];
