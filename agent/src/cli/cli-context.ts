@@ -1,15 +1,12 @@
 // What every agent command gets: the parsed global options, the validated config, the driver,
 // and the output streams (injectable so commands are testable in-process).
-import { type ParseArgsConfig, parseArgs } from "node:util";
-import { ShadowvmError } from "@shadowvm/shared";
+import type { ParseArgsConfig } from "node:util";
+import { type BaseCommandContext, parseOptions } from "@shadowvm/shared";
 import { type AgentConfig, loadAgentConfig } from "../config/agent-config.js";
 import { LibvirtDriver } from "../hypervisor/libvirt/libvirt-driver.js";
 import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 
-export interface Output {
-  out(text: string): void;
-  err(text: string): void;
-}
+export { type Output, UsageError } from "@shadowvm/shared";
 
 export const GLOBAL_OPTIONS = {
   config: { type: "string" },
@@ -26,19 +23,7 @@ export const GLOBAL_USAGE = `Options for every command:
   --json            machine-readable output
   -h, --help        this help`;
 
-export interface CommandContext {
-  args: string[];
-  io: Output;
-  env: Record<string, string | undefined>;
-}
-
-/** Usage errors: printed with the command's usage, exit code 2. */
-export class UsageError extends ShadowvmError {
-  constructor(message: string) {
-    super("cli", "usage", message);
-    this.name = "UsageError";
-  }
-}
+export type CommandContext = BaseCommandContext;
 
 export interface GlobalValues {
   config?: string;
@@ -58,17 +43,7 @@ export interface ParsedCommand {
 
 /** Parses the command's own options plus the global ones, then loads the config. */
 export function parseCommand(ctx: CommandContext, options: ParseArgsConfig["options"] = {}): ParsedCommand {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({
-      args: ctx.args,
-      options: { ...GLOBAL_OPTIONS, ...options },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const parsed = parseOptions(ctx.args, { ...GLOBAL_OPTIONS, ...options });
   const values = parsed.values as ParsedCommand["values"];
   const config = loadAgentConfig({ file: values.config, dataDir: values["data-dir"] }, ctx.env);
   return {

@@ -1,13 +1,10 @@
 // What every collector command gets: parsed options, the validated config and the output streams
-// (injectable, so commands are testable in-process). Mirrors agent/src/cli/cli-context.ts.
-import { type ParseArgsConfig, parseArgs } from "node:util";
-import { ShadowvmError } from "@shadowvm/shared";
+// (injectable, so commands are testable in-process). The frame is shared/src/cli/command-line.ts.
+import type { ParseArgsConfig } from "node:util";
+import { type BaseCommandContext, parseOptions, UsageError } from "@shadowvm/shared";
 import { type CollectorConfig, loadCollectorConfig } from "../config/collector-config.js";
 
-export interface Output {
-  out(text: string): void;
-  err(text: string): void;
-}
+export { type Output, UsageError } from "@shadowvm/shared";
 
 export const GLOBAL_OPTIONS = {
   config: { type: "string" },
@@ -22,20 +19,7 @@ export const GLOBAL_USAGE = `Options for every command:
   --json            machine-readable output
   -h, --help        this help`;
 
-export interface CommandContext {
-  args: string[];
-  io: Output;
-  env: Record<string, string | undefined>;
-  /** Aborted on SIGTERM/SIGINT (serve stops gracefully). */
-  signal?: AbortSignal;
-}
-
-export class UsageError extends ShadowvmError {
-  constructor(message: string) {
-    super("cli", "usage", message);
-    this.name = "UsageError";
-  }
-}
+export type CommandContext = BaseCommandContext;
 
 export interface ParsedCommand {
   values: { config?: string; "data-dir"?: string; json?: boolean } & Record<
@@ -47,17 +31,7 @@ export interface ParsedCommand {
 }
 
 export function parseCommand(ctx: CommandContext, options: ParseArgsConfig["options"] = {}): ParsedCommand {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({
-      args: ctx.args,
-      options: { ...GLOBAL_OPTIONS, ...options },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const parsed = parseOptions(ctx.args, { ...GLOBAL_OPTIONS, ...options });
   const values = parsed.values as ParsedCommand["values"];
   const config = loadCollectorConfig({ file: values.config, dataDir: values["data-dir"] }, ctx.env);
   return { values, positionals: parsed.positionals, config };

@@ -1,0 +1,1 @@
+export const SHADOWVM_VERSION = "0.1.0";
