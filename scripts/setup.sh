@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs e2fsck-static cpio zstd kmod iproute2 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
+APT_PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs e2fsck-static cpio zstd kmod iproute2 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients chromium prometheus-alertmanager)
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

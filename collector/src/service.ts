@@ -2,20 +2,28 @@
 // started in that order and stopped in reverse. Also used in-process by tests and benchmarks.
 import { readFileSync } from "node:fs";
 import { createError, type Logger } from "@shadowvm/shared";
+import { type ApiService, startApi } from "./api/api-server.js";
 import { AuthStore } from "./auth/auth-store.js";
 import { authDir, type CollectorConfig, checkServeConfig, databasePath } from "./config/collector-config.js";
 import { IngestServer } from "./ingest/ingest-server.js";
 import { CollectorMetrics } from "./metrics/collector-metrics.js";
 import { type OpsServer, opsRoutes, startOpsServer } from "./metrics/ops-server.js";
+import { type RiskService, startRiskService } from "./risk/risk-service.js";
 import { IngestStore } from "./store/ingest-store.js";
 
 export interface CollectorService {
   readonly ingestPort: number;
   /** 0 when the operations endpoints are disabled. */
   readonly opsPort: number;
+  /** 0 when the query API is disabled (api.enabled: false) or could not listen (logged). */
+  readonly apiPort: number;
+  /** The query API's report service and risk source (reports run even with the API disabled). */
+  readonly api: ApiService;
   readonly store: IngestStore;
   readonly auth: AuthStore;
   readonly metrics: CollectorMetrics;
+  /** Risk rounds and alerts (issue 8): recompute() runs one round now. */
+  readonly risk: RiskService;
   /** Empty when ready; otherwise the reasons (the body of a 503 /readyz). */
   readinessProblems(): string[];
   close(): Promise<void>;
@@ -47,6 +55,8 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
   const store = await IngestStore.open(databasePath(config), { logger });
   let ingest: IngestServer | undefined;
   let ops: OpsServer | undefined;
+  let risk: RiskService | undefined;
+  let api: ApiService | undefined;
   let closing = false;
   const readinessProblems = () => {
     const problems: string[] = [];
@@ -81,8 +91,12 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
         config.metrics.port,
       );
     }
+    risk = await startRiskService(store, config, logger);
+    api = await startApi(config, store, logger);
   } catch (err) {
+    await risk?.close();
     await ingest?.close();
+    await ops?.close();
     store.close();
     throw err;
   }
@@ -90,23 +104,31 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
     {
       ingest: `${tls ? "wss" : "ws"}://${config.ingest.host}:${ingest.port}`,
       ops: ops ? `http://${config.metrics.host}:${ops.port}` : "disabled",
+      api: api.port ? `http://${config.api.host}:${api.port}/api/v1` : "disabled",
       database: store.path,
       schema_version: store.schemaVersion,
     },
     "collector: ready",
   );
   const started = ingest;
+  const startedApi = api;
+  const startedRisk = risk;
   return {
     ingestPort: started.port,
     opsPort: ops?.port ?? 0,
+    apiPort: startedApi.port,
+    api: startedApi,
     store,
     auth,
     metrics,
+    risk: startedRisk,
     readinessProblems,
     async close() {
       if (closing) return;
       closing = true;
+      await startedApi.close();
       await started.close();
+      await startedRisk.close();
       await ops?.close();
       store.close();
       logger.info("collector: stopped");

@@ -4,6 +4,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, DEFAULT_MAX_FRAME_BYTES, loadConfig } from "@shadowvm/shared";
+import cron from "node-cron";
 import { z } from "zod";
 
 export const COLLECTOR_ENV_PREFIX = "SHADOWVM_COLLECTOR__";
@@ -66,6 +67,92 @@ const metricsSchema = z
   })
   .strict();
 
+const apiSchema = z
+  .object({
+    /** The HTTP query API (/api/v1, bearer API tokens; see docs/api.md). */
+    enabled: z.boolean().default(true),
+    host: z.string().min(1).default("127.0.0.1"),
+    port: port.default(9467),
+    /** Requests per token (or client address when unauthenticated) per window. */
+    rate_limit_per_minute: z.number().int().positive().default(600),
+    /** Larger request bodies are refused with 413. */
+    max_body_bytes: z
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024),
+    /** Page size when a list request gives no limit, and the largest allowed. */
+    default_page_size: z.number().int().positive().default(50),
+    max_page_size: z.number().int().positive().default(1000),
+  })
+  .strict();
+
+const reportsSchema = z
+  .object({
+    /** node-cron expression of scheduled reports ("" = only on demand). */
+    schedule: z
+      .string()
+      .default("0 6 * * *")
+      .refine((v) => v === "" || cron.validate(v), {
+        message: 'expected a cron expression such as "0 6 * * *" (or "" for no schedule)',
+      }),
+    /** Reports are kept this many days, and at most max_reports of them. */
+    retention_days: z.number().positive().default(30),
+    max_reports: z.number().int().positive().default(100),
+    /** A VM is "at risk" in a report from this risk score (0..1). */
+    at_risk_threshold: z.number().min(0).max(1).default(0.5),
+    /** Report directory; default <data_dir>/reports. */
+    dir: z.string().min(1).optional(),
+  })
+  .strict();
+
+const riskSchema = z
+  .object({
+    /** Risk computation (collector/src/risk, docs/risk-model.md). */
+    enabled: z.boolean().default(true),
+    /** How far ahead production is forecast. */
+    horizon_h: z.number().positive().default(24),
+    /** Telemetry the trend is fitted on. */
+    telemetry_window_h: z.number().positive().default(6),
+    /** Fewer operating-point samples than this in the window: no risk claimed. */
+    min_samples: z.number().int().min(2).default(3),
+    /** Full recomputation on this schedule ... */
+    interval_s: z.number().positive().default(300),
+    /** ... and this often a cheap check for newly committed frames: new shadow runs or failures
+     * recompute at once, new telemetry at most every telemetry_min_interval_s. */
+    check_interval_s: z.number().positive().default(5),
+    telemetry_min_interval_s: z.number().min(0).default(60),
+    /** VM labels whose equal values make VMs share failure evidence (fleet correlation). */
+    fleet_label_keys: z.array(z.string().min(1)).default(["image", "kernel", "app_stack"]),
+    /** Confidence of fleet evidence relative to a VM's own shadows. */
+    fleet_confidence_factor: z.number().min(0).max(1).default(0.5),
+    /** Assessment history older than this is deleted (0 = keep forever). */
+    history_days: z.number().min(0).default(30),
+  })
+  .strict();
+
+const alertsSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Alertmanager base URLs (e.g. http://127.0.0.1:9093); alerts go to <url>/api/v2/alerts. */
+    alertmanager_urls: z.array(z.string().url()).default([]),
+    /** Generic webhooks: each receives a JSON POST per alert state change and resend. */
+    webhooks: z.array(z.string().url()).default([]),
+    /** Severity thresholds on the probability of failure within the horizon. */
+    warning_probability: z.number().min(0).max(1).default(0.5),
+    critical_probability: z.number().min(0).max(1).default(0.8),
+    /** Assessments less confident than this never alert. */
+    min_confidence: z.number().min(0).max(1).default(0.3),
+    /** A firing alert resolves when the probability falls below this (hysteresis). */
+    resolve_probability: z.number().min(0).max(1).default(0.4),
+    /** Active alerts are re-sent this often (Alertmanager expires alerts not re-sent). */
+    resend_interval_s: z.number().positive().default(60),
+    /** Base URL of the collector's HTTP API, for the link in each alert. */
+    api_base_url: z.string().url().default("http://127.0.0.1:9467"),
+    timeout_ms: z.number().int().positive().default(5000),
+  })
+  .strict();
+
 export const collectorConfigSchema = z
   .object({
     /** State: the DuckDB database and the auth directory (tokens, agent secrets). */
@@ -76,6 +163,10 @@ export const collectorConfigSchema = z
     ingest: ingestSchema.prefault({}),
     tls: tlsSchema.prefault({}),
     metrics: metricsSchema.prefault({}),
+    risk: riskSchema.prefault({}),
+    alerts: alertsSchema.prefault({}),
+    api: apiSchema.prefault({}),
+    reports: reportsSchema.prefault({}),
   })
   .strict();
 
@@ -94,6 +185,16 @@ export function databasePath(config: CollectorConfig): string {
 /** The directory holding enrollment tokens and agent secrets. */
 export function authDir(config: CollectorConfig): string {
   return join(config.data_dir, "auth");
+}
+
+/** API tokens (hashed), beside the enrollment tokens. */
+export function apiTokenDir(config: CollectorConfig): string {
+  return join(config.data_dir, "auth", "api-tokens");
+}
+
+/** Where reports are written. */
+export function reportsDir(config: CollectorConfig): string {
+  return config.reports.dir ?? join(config.data_dir, "reports");
 }
 
 /**

@@ -482,6 +482,14 @@ export class IngestStore {
     }
   }
 
+  /**
+   * A new connection to the same database instance, for readers (the HTTP API, reports): DuckDB's
+   * MVCC lets it read committed data while the ingest connection writes, without a second process.
+   */
+  async connectReader(): Promise<DuckDBConnection> {
+    return this.instance.connect();
+  }
+
   /** Runs a read query (tests, CLI); rows as plain JS values. */
   async query(sql: string, values?: DuckDBValue[]): Promise<Record<string, unknown>[]> {
     const reader = await this.conn.runAndReadAll(sql, values);

@@ -1,0 +1,225 @@
+// Where the API and the reports get risk from: the tables the risk engine (issue 8,
+// collector/src/risk) writes by migration 2. risk_assessments holds one row per (round, VM,
+// signature); a VM's risk in a round is its most probable signature's (score = max probability),
+// with the signatures, boundaries, mitigations and explanations of all its rows. The risk_current
+// view is the newest round. alerts holds one row per alert. If those tables are missing (a database
+// from before migration 2) every answer is empty rather than an error.
+import type { Queryable } from "./reader-pool.js";
+
+export interface RiskSignature {
+  fingerprint: string;
+  title: string;
+  class: string;
+  status: string;
+  probability: number | null;
+  confidence: number;
+  confidence_level: string;
+  time_to_failure_h: number | null;
+}
+
+export interface RiskBoundary {
+  fingerprint: string;
+  dimension: string;
+  boundary: number;
+  boundary_uncertainty: number;
+  level: number | null;
+  forecast: number | null;
+}
+
+export interface RiskAssessment {
+  agent_id: string;
+  vm_uuid: string;
+  assessed_at_ms: number;
+  /** The highest failure probability over the VM's signatures (null: none has one). */
+  score: number | null;
+  /** Confidence of that most probable signature (0..1) and its level. */
+  confidence: number | null;
+  level: string | null;
+  signatures: RiskSignature[];
+  boundary: RiskBoundary[];
+  mitigations: unknown[];
+  explanation: string[];
+}
+
+export interface Alert {
+  id: string;
+  vm_uuid: string;
+  vm_name: string;
+  fingerprint: string;
+  title: string;
+  severity: string;
+  state: string;
+  message: string;
+  mitigation: string;
+  probability: number | null;
+  confidence: number;
+  created_at_ms: number;
+  resolved_at_ms: number | null;
+}
+
+export interface AlertFilter {
+  vm_uuid?: string | undefined;
+  state?: string | undefined;
+  severity?: string | undefined;
+  limit: number;
+  offset: number;
+}
+
+/** A VM's current risk without the details (what lists need). */
+export interface RiskScore {
+  agent_id: string;
+  vm_uuid: string;
+  assessed_at_ms: number;
+  score: number | null;
+  confidence: number | null;
+  level: string | null;
+}
+
+export interface RiskSource {
+  /** The newest round's assessment of every VM that has one. */
+  currentRisk(): Promise<RiskAssessment[]>;
+  /** The same, scores only (cheap: what the VM list and the ranking need). */
+  currentScores(): Promise<RiskScore[]>;
+  /** One VM's assessments per round, newest first. */
+  riskHistory(
+    agentId: string,
+    vmUuid: string,
+    options: { since_ms?: number | undefined; limit: number },
+  ): Promise<RiskAssessment[]>;
+  alerts(filter: AlertFilter): Promise<Alert[]>;
+}
+
+const n = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+
+/** Per (round, VM): rows grouped, the most probable signature first. `src` is a FROM/WHERE clause. */
+const aggregate = (src: string) => `
+  SELECT agent_id, vm_uuid, computed_at_ms,
+         max(probability) AS score,
+         arg_max(confidence, coalesce(probability, -1)) AS confidence,
+         arg_max(confidence_level, coalesce(probability, -1)) AS level,
+         to_json(list({'fingerprint': fingerprint, 'title': title, 'class': class, 'status': status,
+                       'probability': probability, 'confidence': confidence, 'confidence_level': confidence_level,
+                       'time_to_failure_h': time_to_failure_h} ORDER BY probability DESC NULLS LAST)) AS signatures,
+         to_json(list({'fingerprint': fingerprint, 'dimension': dimension, 'boundary': boundary,
+                       'boundary_uncertainty': boundary_uncertainty, 'level': level, 'forecast': forecast}
+                      ORDER BY probability DESC NULLS LAST)) AS boundary,
+         to_json(flatten(list(CAST(mitigations AS JSON[]) ORDER BY probability DESC NULLS LAST))) AS mitigations,
+         to_json(list(explanation ORDER BY probability DESC NULLS LAST)) AS explanation
+    ${src}
+   GROUP BY agent_id, vm_uuid, computed_at_ms`;
+
+function parse(v: unknown): unknown {
+  if (typeof v !== "string") return v ?? [];
+  try {
+    return JSON.parse(v);
+  } catch {
+    return [];
+  }
+}
+
+function assessment(r: Record<string, unknown>): RiskAssessment {
+  return {
+    agent_id: String(r["agent_id"]),
+    vm_uuid: String(r["vm_uuid"]),
+    assessed_at_ms: Number(r["computed_at_ms"]),
+    score: n(r["score"]),
+    confidence: n(r["confidence"]),
+    level: r["level"] === null || r["level"] === undefined ? null : String(r["level"]),
+    signatures: parse(r["signatures"]) as RiskSignature[],
+    boundary: parse(r["boundary"]) as RiskBoundary[],
+    mitigations: parse(r["mitigations"]) as unknown[],
+    explanation: parse(r["explanation"]) as string[],
+  };
+}
+
+export class DuckDbRiskSource implements RiskSource {
+  private tables: { at: number; names: Set<string> } | undefined;
+
+  constructor(private readonly db: Queryable) {}
+
+  /** Which of the risk tables exist (cached 5 s, so a migration applied meanwhile is picked up). */
+  private async has(name: string): Promise<boolean> {
+    if (!this.tables || Date.now() - this.tables.at > 5000) {
+      const rows = await this.db.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_name IN ('risk_assessments', 'risk_current', 'alerts')",
+      );
+      this.tables = { at: Date.now(), names: new Set(rows.map((r) => String(r["table_name"]))) };
+    }
+    return this.tables.names.has(name);
+  }
+
+  async currentRisk(): Promise<RiskAssessment[]> {
+    if (!(await this.has("risk_current"))) return [];
+    return (await this.db.query(aggregate("FROM risk_current"))).map(assessment);
+  }
+
+  async currentScores(): Promise<RiskScore[]> {
+    if (!(await this.has("risk_current"))) return [];
+    const rows = await this.db.query(
+      `SELECT agent_id, vm_uuid, max(computed_at_ms) AS computed_at_ms, max(probability) AS score,
+              arg_max(confidence, coalesce(probability, -1)) AS confidence,
+              arg_max(confidence_level, coalesce(probability, -1)) AS level
+         FROM risk_current GROUP BY agent_id, vm_uuid`,
+    );
+    return rows.map((r) => ({
+      agent_id: String(r["agent_id"]),
+      vm_uuid: String(r["vm_uuid"]),
+      assessed_at_ms: Number(r["computed_at_ms"]),
+      score: n(r["score"]),
+      confidence: n(r["confidence"]),
+      level: r["level"] === null || r["level"] === undefined ? null : String(r["level"]),
+    }));
+  }
+
+  async riskHistory(
+    agentId: string,
+    vmUuid: string,
+    options: { since_ms?: number | undefined; limit: number },
+  ): Promise<RiskAssessment[]> {
+    if (!(await this.has("risk_assessments"))) return [];
+    const rows = await this.db.query(
+      `${aggregate("FROM risk_assessments WHERE agent_id = $1 AND vm_uuid = $2 AND computed_at_ms >= $3")}
+       ORDER BY computed_at_ms DESC LIMIT $4`,
+      [agentId, vmUuid, options.since_ms ?? 0, options.limit],
+    );
+    return rows.map(assessment);
+  }
+
+  async alerts(f: AlertFilter): Promise<Alert[]> {
+    if (!(await this.has("alerts"))) return [];
+    const where: string[] = [];
+    const values: (string | number)[] = [];
+    for (const [col, v] of [
+      ["vm_uuid", f.vm_uuid],
+      ["status", f.state],
+      ["severity", f.severity],
+    ] as const) {
+      if (v === undefined) continue;
+      values.push(v);
+      where.push(`${col} = $${values.length}`);
+    }
+    values.push(f.limit, f.offset);
+    const rows = await this.db.query(
+      `SELECT alert_id, vm_uuid, vm_name, fingerprint, title, severity, status, summary, mitigation, probability,
+              confidence, starts_at_ms, ends_at_ms
+         FROM alerts ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+        ORDER BY starts_at_ms DESC, alert_id LIMIT $${values.length - 1} OFFSET $${values.length}`,
+      values,
+    );
+    return rows.map((r) => ({
+      id: String(r["alert_id"]),
+      vm_uuid: String(r["vm_uuid"]),
+      vm_name: String(r["vm_name"]),
+      fingerprint: String(r["fingerprint"]),
+      title: String(r["title"]),
+      severity: String(r["severity"]),
+      state: String(r["status"]),
+      message: String(r["summary"]),
+      mitigation: String(r["mitigation"]),
+      probability: n(r["probability"]),
+      confidence: Number(r["confidence"]),
+      created_at_ms: Number(r["starts_at_ms"]),
+      resolved_at_ms: n(r["ends_at_ms"]),
+    }));
+  }
+}

@@ -1,0 +1,557 @@
+// The correlation engine: reads shadow runs, failures, inventory and telemetry from DuckDB (the
+// trends are DuckDB regressions), applies the model of risk-model.ts per VM and signature (own
+// shadows first, fleet evidence for VMs not yet shadowed), and stores one round of assessments in
+// risk_assessments (history) and risk_rounds. docs/risk-model.md describes the tables.
+import type { DuckDBConnection, DuckDBValue } from "@duckdb/node-api";
+import type { CollectorConfig } from "../config/collector-config.js";
+import { type MitigationStep, mitigationsFor } from "./mitigations.js";
+import {
+  type BoundaryEstimate,
+  type Confidence,
+  confidenceOf,
+  crossingProbability,
+  estimateBoundary,
+  FORECAST_DIMENSIONS,
+  type ForecastDimension,
+  OPERATING_POINT_KEY,
+  type RunPoint,
+  type Trend,
+  trendFromMoments,
+} from "./risk-model.js";
+
+export type RiskConfig = CollectorConfig["risk"];
+
+export type AssessmentStatus = "assessed" | "no_telemetry" | "not_forecastable";
+
+/** One row of risk_assessments. */
+export interface RiskAssessment {
+  computed_at_ms: number;
+  vm_uuid: string;
+  vm_name: string;
+  agent_id: string;
+  fingerprint: string;
+  title: string;
+  class: string;
+  /** "own": this VM's shadows; "fleet": shadows of VMs sharing an image/kernel/app-stack label. */
+  source: "own" | "fleet";
+  status: AssessmentStatus;
+  /** Probability of crossing the boundary within the horizon; null = no risk claimed. */
+  probability: number | null;
+  confidence: number;
+  confidence_level: Confidence["level"];
+  time_to_failure_h: number | null;
+  horizon_h: number;
+  dimension: string;
+  boundary: number;
+  boundary_uncertainty: number;
+  level: number | null;
+  slope_per_h: number | null;
+  forecast: number | null;
+  forecast_error: number | null;
+  samples: number;
+  runs: number;
+  failing_runs: number;
+  contradicting_runs: number;
+  run_ids: string[];
+  fleet_peers: { vm_uuid: string; vm_name: string; label: string; value: string }[];
+  explanation: string;
+  mitigations: MitigationStep[];
+  /** Per-dimension boundaries and the confidence factors. */
+  detail: Record<string, unknown>;
+}
+
+export interface Queryable {
+  query(sql: string, values?: DuckDBValue[]): Promise<Record<string, unknown>[]>;
+}
+
+/** A DuckDB connection as a Queryable (plain JS rows). */
+export function queryable(conn: DuckDBConnection): Queryable {
+  return {
+    async query(sql, values) {
+      return (await conn.runAndReadAll(sql, values)).getRowObjectsJS() as Record<string, unknown>[];
+    },
+  };
+}
+
+interface VmInfo {
+  uuid: string;
+  name: string;
+  agent_id: string;
+  vcpus: number;
+  memory_mb: number;
+  labels: Record<string, string>;
+}
+
+interface RunRow {
+  id: string;
+  agent_id: string;
+  vm_uuid: string;
+  vm_name: string;
+  outcome: string;
+  values: Record<string, number>;
+}
+
+interface Signature {
+  fingerprint: string;
+  title: string;
+  class: string;
+}
+
+const num = (v: unknown): number => (typeof v === "bigint" ? Number(v) : Number(v ?? 0));
+
+function parseJson<T>(v: unknown, fallback: T): T {
+  if (v === null || v === undefined) return fallback;
+  if (typeof v !== "string") return v as T;
+  try {
+    return JSON.parse(v) as T;
+  } catch {
+    return fallback;
+  }
+}
+
+/** A stress profile's JSON form as dimension values (faults as fault:<kind> = rate). */
+export function profileValues(profile: unknown): Record<string, number> {
+  const p = (profile ?? {}) as Record<string, unknown>;
+  const values: Record<string, number> = {};
+  for (const k of ["cpu_load", "memory_load", "io_load", "net_latency_ms", "net_loss_pct"]) {
+    const v = p[k];
+    if (typeof v === "number" && Number.isFinite(v)) values[k] = v;
+  }
+  for (const f of Array.isArray(p["faults"]) ? (p["faults"] as Record<string, unknown>[]) : []) {
+    const key = `fault:${String(f["kind"])}`;
+    values[key] = Math.max(values[key] ?? 0, Number(f["rate"] ?? 0));
+  }
+  return values;
+}
+
+const TREND_SQL = `
+WITH s AS (
+  SELECT vm_uuid, (ts_ms - $1) / 3600000.0 AS t,
+    TRY_CAST(json_extract_string(extra, '$.${OPERATING_POINT_KEY.cpu_load}') AS DOUBLE) AS cpu_load,
+    TRY_CAST(json_extract_string(extra, '$.${OPERATING_POINT_KEY.memory_load}') AS DOUBLE) AS memory_load,
+    TRY_CAST(json_extract_string(extra, '$.${OPERATING_POINT_KEY.io_load}') AS DOUBLE) AS io_load
+  FROM samples
+  WHERE scope = 2 AND vm_uuid IS NOT NULL AND extra IS NOT NULL AND ts_ms > $2 AND ts_ms <= $1
+)
+${FORECAST_DIMENSIONS.map(
+  (d) => `SELECT vm_uuid, '${d}' AS dim, regr_count(${d}, t) AS n, regr_avgx(${d}, t) AS mean_t,
+    regr_avgy(${d}, t) AS mean_y, regr_sxx(${d}, t) AS sxx, regr_sxy(${d}, t) AS sxy,
+    regr_syy(${d}, t) AS syy, max(t) FILTER (WHERE ${d} IS NOT NULL) AS last_t
+  FROM s GROUP BY vm_uuid`,
+).join("\nUNION ALL\n")}`;
+
+export class RiskEngine {
+  constructor(
+    private readonly db: Queryable,
+    private readonly config: RiskConfig,
+  ) {}
+
+  /** Computes one round of assessments at `now` (does not store them). */
+  async compute(now = Date.now()): Promise<RiskAssessment[]> {
+    const cfg = this.config;
+    const [vmRows, runRows, failureRows, trendRows] = await Promise.all([
+      this.db.query(`SELECT uuid, arg_max(name, updated_at_ms) AS name, arg_max(agent_id, updated_at_ms) AS agent_id,
+          arg_max(vcpus, updated_at_ms) AS vcpus, arg_max(memory_mb, updated_at_ms) AS memory_mb,
+          arg_max(CAST(labels AS VARCHAR), updated_at_ms) AS labels
+        FROM vms GROUP BY uuid`),
+      this.db.query(`SELECT agent_id, id, vm_uuid, vm_name, outcome, CAST(profile AS VARCHAR) AS profile
+        FROM shadow_runs WHERE NOT control AND outcome IN ('ok', 'failed') AND profile IS NOT NULL`),
+      this.db.query(`SELECT DISTINCT agent_id, shadow_run_id, fingerprint, title, class FROM failures`),
+      this.db.query(TREND_SQL, [now, now - cfg.telemetry_window_h * 3_600_000]),
+    ]);
+    const vms = new Map<string, VmInfo>();
+    for (const r of vmRows) {
+      const labels = parseJson<Record<string, unknown>>(r["labels"], {});
+      vms.set(String(r["uuid"]), {
+        uuid: String(r["uuid"]),
+        name: String(r["name"]),
+        agent_id: String(r["agent_id"]),
+        vcpus: num(r["vcpus"]),
+        memory_mb: num(r["memory_mb"]),
+        labels: Object.fromEntries(Object.entries(labels).map(([k, v]) => [k, String(v)])),
+      });
+    }
+    const runs: RunRow[] = runRows.map((r) => ({
+      id: String(r["id"]),
+      agent_id: String(r["agent_id"]),
+      vm_uuid: String(r["vm_uuid"]),
+      vm_name: String(r["vm_name"]),
+      outcome: String(r["outcome"]),
+      values: profileValues(parseJson(r["profile"], {})),
+    }));
+    for (const r of runs) {
+      if (!vms.has(r.vm_uuid))
+        vms.set(r.vm_uuid, {
+          uuid: r.vm_uuid,
+          name: r.vm_name,
+          agent_id: r.agent_id,
+          vcpus: 0,
+          memory_mb: 0,
+          labels: {},
+        });
+    }
+    // Signatures per run (agent_id + run id), and every signature's title and class.
+    const runSigs = new Map<string, Set<string>>();
+    const sigs = new Map<string, Signature>();
+    for (const f of failureRows) {
+      const key = `${f["agent_id"]}\u0000${f["shadow_run_id"]}`;
+      const fp = String(f["fingerprint"]);
+      let set = runSigs.get(key);
+      if (!set) {
+        set = new Set();
+        runSigs.set(key, set);
+      }
+      set.add(fp);
+      if (!sigs.has(fp))
+        sigs.set(fp, { fingerprint: fp, title: String(f["title"]), class: String(f["class"]) });
+    }
+    const sigsOf = (r: RunRow) => runSigs.get(`${r.agent_id}\u0000${r.id}`) ?? new Set<string>();
+    const trends = new Map<string, Map<ForecastDimension, Trend>>();
+    for (const t of trendRows) {
+      const n = num(t["n"]);
+      if (n === 0) continue;
+      const uuid = String(t["vm_uuid"]);
+      let m = trends.get(uuid);
+      if (!m) {
+        m = new Map();
+        trends.set(uuid, m);
+      }
+      m.set(
+        t["dim"] as ForecastDimension,
+        trendFromMoments({
+          n,
+          mean_t: num(t["mean_t"]),
+          mean_y: num(t["mean_y"]),
+          sxx: num(t["sxx"]),
+          sxy: num(t["sxy"]),
+          syy: num(t["syy"]),
+          last_t: num(t["last_t"]),
+        }),
+      );
+    }
+    const runsByVm = new Map<string, RunRow[]>();
+    for (const r of runs) {
+      let list = runsByVm.get(r.vm_uuid);
+      if (!list) {
+        list = [];
+        runsByVm.set(r.vm_uuid, list);
+      }
+      list.push(r);
+    }
+    /** Runs as points for one signature: failed with it, or ok; runs failing otherwise are left out. */
+    const pointsFor = (list: readonly RunRow[], fp: string): RunPoint[] =>
+      list.flatMap((r): RunPoint[] => {
+        if (sigsOf(r).has(fp)) return [{ run_id: r.id, values: r.values, failed: true }];
+        if (r.outcome === "ok") return [{ run_id: r.id, values: r.values, failed: false }];
+        return [];
+      });
+
+    const out: RiskAssessment[] = [];
+    for (const vm of [...vms.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+      const own = runsByVm.get(vm.uuid) ?? [];
+      if (own.length > 0) {
+        const fps = new Set<string>();
+        for (const r of own) for (const fp of sigsOf(r)) fps.add(fp);
+        for (const fp of fps) {
+          const sig = sigs.get(fp)!;
+          out.push(
+            this.assess(now, vm, sig, estimateBoundary(pointsFor(own, fp)), trends.get(vm.uuid), "own", []),
+          );
+        }
+        continue;
+      }
+      // Not yet shadowed: evidence from shadows of VMs sharing a fleet label.
+      const peers: RiskAssessment["fleet_peers"] = [];
+      for (const key of cfg.fleet_label_keys) {
+        const value = vm.labels[key];
+        if (value === undefined || value === "") continue;
+        for (const other of vms.values()) {
+          if (other.uuid !== vm.uuid && other.labels[key] === value && runsByVm.has(other.uuid))
+            peers.push({ vm_uuid: other.uuid, vm_name: other.name, label: key, value });
+        }
+      }
+      if (peers.length === 0) continue;
+      const peerRuns = [...new Set(peers.map((p) => p.vm_uuid))].flatMap((u) => runsByVm.get(u) ?? []);
+      const fps = new Set<string>();
+      for (const r of peerRuns) for (const fp of sigsOf(r)) fps.add(fp);
+      for (const fp of fps) {
+        const withSig = new Set(peerRuns.filter((r) => sigsOf(r).has(fp)).map((r) => r.vm_uuid));
+        const relevant = peers.filter((p) => withSig.has(p.vm_uuid));
+        out.push(
+          this.assess(
+            now,
+            vm,
+            sigs.get(fp)!,
+            estimateBoundary(pointsFor(peerRuns, fp)),
+            trends.get(vm.uuid),
+            "fleet",
+            relevant,
+          ),
+        );
+      }
+    }
+    return out;
+  }
+
+  private assess(
+    now: number,
+    vm: VmInfo,
+    sig: Signature,
+    b: BoundaryEstimate,
+    trends: Map<ForecastDimension, Trend> | undefined,
+    source: "own" | "fleet",
+    peers: RiskAssessment["fleet_peers"],
+  ): RiskAssessment {
+    const cfg = this.config;
+    const horizon = cfg.horizon_h;
+    const dom = b.dominant;
+    const base: RiskAssessment = {
+      computed_at_ms: now,
+      vm_uuid: vm.uuid,
+      vm_name: vm.name,
+      agent_id: vm.agent_id,
+      fingerprint: sig.fingerprint,
+      title: sig.title,
+      class: sig.class,
+      source,
+      status: "assessed",
+      probability: null,
+      confidence: 0,
+      confidence_level: "low",
+      time_to_failure_h: null,
+      horizon_h: horizon,
+      dimension: dom?.dimension ?? "",
+      boundary: dom?.boundary ?? 0,
+      boundary_uncertainty: dom?.uncertainty ?? 0,
+      level: null,
+      slope_per_h: null,
+      forecast: null,
+      forecast_error: null,
+      samples: 0,
+      runs: b.runs,
+      failing_runs: b.failing,
+      contradicting_runs: dom?.contradicting ?? 0,
+      run_ids: b.failing_run_ids,
+      fleet_peers: peers,
+      explanation: "",
+      mitigations: [],
+      detail: { dimensions: b.dimensions },
+    };
+    const where =
+      source === "own"
+        ? `${vm.name}'s shadows`
+        : `shadows of ${[...new Set(peers.map((p) => `${p.vm_name} (${p.label}=${p.value})`))].join(", ")}`;
+    const found = dom
+      ? `${where} failed with "${sig.title}" (${sig.class}) from ${dom.dimension} ≈ ${dom.boundary.toFixed(3)} ± ${dom.uncertainty.toFixed(3)} in ${b.failing} of ${b.runs} runs (runs ${b.failing_run_ids.slice(0, 5).join(", ")}${b.failing_run_ids.length > 5 ? ", ..." : ""}; ${dom.contradicting} passing run(s) at or above it)`
+      : `${where} failed with "${sig.title}" (${sig.class}), but without stress that locates a boundary`;
+    const trend =
+      dom && (FORECAST_DIMENSIONS as readonly string[]).includes(dom.dimension)
+        ? trends?.get(dom.dimension as ForecastDimension)
+        : undefined;
+    if (!dom || !(FORECAST_DIMENSIONS as readonly string[]).includes(dom.dimension)) {
+      return {
+        ...base,
+        status: "not_forecastable",
+        explanation: `${found}. ${dom ? dom.dimension : "That stress"} has no production counterpart in telemetry: no probability claimed.`,
+        mitigations: dom ? mitigationsFor(this.mitigationContext(vm, sig, base)) : [],
+      };
+    }
+    if (!trend || trend.n < cfg.min_samples) {
+      return {
+        ...base,
+        status: "no_telemetry",
+        samples: trend?.n ?? 0,
+        explanation: `${found}. No risk claimed: ${trend?.n ?? 0} operating-point sample(s) of ${vm.name} in the last ${cfg.telemetry_window_h} h (at least ${cfg.min_samples} needed).`,
+      };
+    }
+    const cross = crossingProbability(trend, dom.boundary, dom.uncertainty, horizon);
+    const confidence = confidenceOf({
+      runs: b.runs,
+      failing: b.failing,
+      boundary_uncertainty: dom.uncertainty,
+      contradicting: dom.contradicting,
+      forecast_error: cross.forecast_error,
+      samples: trend.n,
+      fleet_factor: source === "fleet" ? cfg.fleet_confidence_factor : 1,
+    });
+    const ttf =
+      cross.time_to_failure_h !== null && cross.time_to_failure_h <= horizon * 10
+        ? cross.time_to_failure_h
+        : null;
+    const a: RiskAssessment = {
+      ...base,
+      probability: cross.probability,
+      confidence: confidence.value,
+      confidence_level: confidence.level,
+      time_to_failure_h: ttf,
+      level: trend.level,
+      slope_per_h: trend.slope,
+      forecast: cross.forecast,
+      forecast_error: cross.forecast_error,
+      samples: trend.n,
+      detail: { dimensions: b.dimensions, confidence_factors: confidence.factors },
+    };
+    const ttfText =
+      ttf === null
+        ? "not reached on the current trend"
+        : ttf === 0
+          ? "already reached"
+          : `reached in ~${ttf.toFixed(1)} h`;
+    a.explanation =
+      `${dom.dimension} dominates. ${found}. Production ${dom.dimension} is at ${trend.level.toFixed(3)}, ` +
+      `${trend.slope >= 0 ? "+" : ""}${trend.slope.toFixed(4)}/h over ${trend.n} samples; forecast ${cross.forecast.toFixed(3)} ± ${cross.forecast_error.toFixed(3)} ` +
+      `within ${horizon} h; boundary ${ttfText}. P(failure within ${horizon} h) = ${cross.probability.toFixed(2)}, ` +
+      `confidence ${confidence.level} (${confidence.value.toFixed(2)}).`;
+    a.mitigations = mitigationsFor(this.mitigationContext(vm, sig, a));
+    return a;
+  }
+
+  private mitigationContext(vm: VmInfo, sig: Signature, a: RiskAssessment) {
+    return {
+      vm_name: vm.name,
+      failure_class: sig.class,
+      dimension: a.dimension,
+      level: a.level,
+      slope_per_h: a.slope_per_h,
+      boundary: a.boundary,
+      time_to_failure_h: a.time_to_failure_h,
+      failing_runs: a.failing_runs,
+      runs: a.runs,
+      vcpus: vm.vcpus,
+      memory_mb: vm.memory_mb,
+      forecast: a.forecast,
+      horizon_h: a.horizon_h,
+    };
+  }
+
+  /** Stores one round (all assessments with the same computed_at_ms) and prunes old history. */
+  async store(
+    conn: DuckDBConnection,
+    round: { at_ms: number; trigger: string; duration_ms: number },
+    assessments: readonly RiskAssessment[],
+  ): Promise<void> {
+    await conn.run("BEGIN TRANSACTION");
+    try {
+      // Multi-row INSERTs: row-at-a-time statements cost ~7 ms each.
+      const rows = assessments.map((a) => [
+        round.at_ms,
+        a.vm_uuid,
+        a.vm_name,
+        a.agent_id,
+        a.fingerprint,
+        a.title,
+        a.class,
+        a.source,
+        a.status,
+        a.probability,
+        a.confidence,
+        a.confidence_level,
+        a.time_to_failure_h,
+        a.horizon_h,
+        a.dimension,
+        a.boundary,
+        a.boundary_uncertainty,
+        a.level,
+        a.slope_per_h,
+        a.forecast,
+        a.forecast_error,
+        a.samples,
+        a.runs,
+        a.failing_runs,
+        a.contradicting_runs,
+        JSON.stringify(a.run_ids),
+        JSON.stringify(a.fleet_peers),
+        a.explanation,
+        JSON.stringify(a.mitigations),
+        JSON.stringify(a.detail),
+      ]);
+      for (let i = 0; i < rows.length; i += 200) {
+        const chunk = rows.slice(i, i + 200);
+        const width = chunk[0]!.length;
+        const tuples = chunk.map(
+          (_, r) => `(${Array.from({ length: width }, (_, c) => `$${r * width + c + 1}`).join(", ")})`,
+        );
+        await conn.run(
+          `INSERT OR REPLACE INTO risk_assessments VALUES ${tuples.join(", ")}`,
+          chunk.flat() as DuckDBValue[],
+        );
+      }
+      await conn.run("INSERT OR REPLACE INTO risk_rounds VALUES ($1, $2, $3, $4, $5)", [
+        round.at_ms,
+        round.trigger,
+        round.duration_ms,
+        new Set(assessments.map((a) => a.vm_uuid)).size,
+        assessments.length,
+      ]);
+      if (this.config.history_days > 0) {
+        const cutoff = round.at_ms - this.config.history_days * 86_400_000;
+        await conn.run("DELETE FROM risk_assessments WHERE computed_at_ms < $1", [cutoff]);
+        await conn.run("DELETE FROM risk_rounds WHERE round_ms < $1", [cutoff]);
+      }
+      await conn.run("COMMIT");
+    } catch (err) {
+      await conn.run("ROLLBACK").catch(() => {});
+      throw err;
+    }
+  }
+}
+
+/** A risk_assessments row (as DuckDB returns it) as a RiskAssessment. */
+export function assessmentFromRow(r: Record<string, unknown>): RiskAssessment {
+  const n = (v: unknown) => (v === null || v === undefined ? null : num(v));
+  return {
+    computed_at_ms: num(r["computed_at_ms"]),
+    vm_uuid: String(r["vm_uuid"]),
+    vm_name: String(r["vm_name"]),
+    agent_id: String(r["agent_id"]),
+    fingerprint: String(r["fingerprint"]),
+    title: String(r["title"]),
+    class: String(r["class"]),
+    source: r["source"] as RiskAssessment["source"],
+    status: r["status"] as AssessmentStatus,
+    probability: n(r["probability"]),
+    confidence: num(r["confidence"]),
+    confidence_level: r["confidence_level"] as Confidence["level"],
+    time_to_failure_h: n(r["time_to_failure_h"]),
+    horizon_h: num(r["horizon_h"]),
+    dimension: String(r["dimension"]),
+    boundary: num(r["boundary"]),
+    boundary_uncertainty: num(r["boundary_uncertainty"]),
+    level: n(r["level"]),
+    slope_per_h: n(r["slope_per_h"]),
+    forecast: n(r["forecast"]),
+    forecast_error: n(r["forecast_error"]),
+    samples: num(r["samples"]),
+    runs: num(r["runs"]),
+    failing_runs: num(r["failing_runs"]),
+    contradicting_runs: num(r["contradicting_runs"]),
+    run_ids: parseJson(r["run_ids"], []),
+    fleet_peers: parseJson(r["fleet_peers"], []),
+    explanation: String(r["explanation"]),
+    mitigations: parseJson(r["mitigations"], []),
+    detail: parseJson(r["detail"], {}),
+  };
+}
+
+/** The latest round's assessments, highest probability first (the read interface for the API). */
+export async function currentRisk(db: Queryable): Promise<RiskAssessment[]> {
+  const rows = await db.query(
+    `SELECT * FROM risk_current ORDER BY probability DESC NULLS LAST, confidence DESC, vm_name, fingerprint`,
+  );
+  return rows.map(assessmentFromRow);
+}
+
+/** A VM's assessments over time, newest first. */
+export async function riskHistory(
+  db: Queryable,
+  vmUuid: string,
+  options: { sinceMs?: number; limit?: number; fingerprint?: string } = {},
+): Promise<RiskAssessment[]> {
+  const rows = await db.query(
+    `SELECT * FROM risk_assessments WHERE vm_uuid = $1 AND computed_at_ms >= $2
+       AND ($3 = '' OR fingerprint = $3)
+     ORDER BY computed_at_ms DESC, fingerprint LIMIT $4`,
+    [vmUuid, options.sinceMs ?? 0, options.fingerprint ?? "", options.limit ?? 1000],
+  );
+  return rows.map(assessmentFromRow);
+}

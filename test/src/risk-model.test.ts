@@ -1,0 +1,257 @@
+// Risk computation on constructed histories: the pure model, then the engine over a real DuckDB
+// store fed with real frames (inventory, shadow runs with failures, telemetry with the operating
+// point): a clear trend toward a known boundary, little evidence, contradictory evidence, no
+// telemetry, fleet correlation, a healthy VM, and the stored history.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { collectorConfigSchema, IngestStore } from "@shadowvm/collector";
+import { main } from "@shadowvm/collector/cli/main";
+import {
+  currentRisk,
+  queryable,
+  type RiskAssessment,
+  RiskEngine,
+  riskHistory,
+} from "@shadowvm/collector/risk/risk-engine";
+import {
+  confidenceOf,
+  crossingProbability,
+  estimateBoundary,
+  fitTrend,
+  normalCdf,
+  type RunPoint,
+} from "@shadowvm/collector/risk/risk-model";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { HANG, History, noise, OOM } from "./risk-history.js";
+
+const dir = mkdtempSync(join(tmpdir(), "shadowvm-risk-"));
+const config = collectorConfigSchema.parse({});
+
+const run = (id: string, memory_load: number, failed: boolean, cpu_load = 1): RunPoint => ({
+  run_id: id,
+  values: { cpu_load, memory_load, io_load: 0.5 },
+  failed,
+});
+
+test("normal CDF", () => {
+  assert.ok(Math.abs(normalCdf(0) - 0.5) < 1e-7);
+  assert.ok(Math.abs(normalCdf(1.959964) - 0.975) < 1e-6);
+  assert.ok(Math.abs(normalCdf(-1) - 0.158655) < 1e-6);
+});
+
+test("the boundary's uncertainty shrinks as runs accumulate, and memory dominates", () => {
+  const few = estimateBoundary([run("a", 0.3, false), run("b", 0.9, true)]);
+  const many = estimateBoundary([
+    ...[0.3, 0.5, 0.6, 0.7, 0.75, 0.8].map((m, i) => run(`p${i}`, m, false, 1 + (i % 3) * 0.3)),
+    ...[0.85, 0.9, 0.95].map((m, i) => run(`f${i}`, m, true, 1 + (i % 2) * 0.4)),
+  ]);
+  assert.equal(few.dominant?.dimension, "memory_load");
+  assert.equal(many.dominant?.dimension, "memory_load");
+  assert.ok(
+    many.dominant!.uncertainty < few.dominant!.uncertainty / 5,
+    `${many.dominant!.uncertainty} vs ${few.dominant!.uncertainty}`,
+  );
+  assert.ok(Math.abs(many.dominant!.boundary - 0.825) < 1e-9);
+  assert.equal(many.dominant!.contradicting, 0);
+  assert.equal(many.dominant!.discrimination, 1);
+  // cpu_load does not separate failing from passing runs.
+  const cpu = many.dimensions.find((d) => d.dimension === "cpu_load")!;
+  assert.ok(cpu.discrimination < 0.8 && cpu.contradicting > 0);
+});
+
+test("a line toward the boundary: probability and time to failure", () => {
+  const trend = fitTrend(
+    Array.from({ length: 60 }, (_, i) => ({ t: -6 + i / 10, y: 0.6 + 0.0125 * (-6 + i / 10) })),
+  )!;
+  assert.ok(Math.abs(trend.slope - 0.0125) < 1e-9 && Math.abs(trend.level - 0.6) < 1e-9);
+  const c = crossingProbability(trend, 0.825, 0.01, 24);
+  assert.ok(Math.abs(c.time_to_failure_h! - 18) < 1e-6, String(c.time_to_failure_h));
+  assert.ok(c.probability > 0.99);
+  const short = crossingProbability(trend, 0.825, 0.01, 6);
+  assert.ok(short.probability < 0.01, `6 h horizon: ${short.probability}`);
+  const flat = fitTrend(Array.from({ length: 60 }, (_, i) => ({ t: -6 + i / 10, y: 0.4 })))!;
+  assert.equal(crossingProbability(flat, 0.825, 0.01, 24).time_to_failure_h, null);
+});
+
+test("confidence: little evidence is low, contradictions lower it, fleet evidence halves it", () => {
+  const base = {
+    runs: 12,
+    failing: 3,
+    boundary_uncertainty: 0.015,
+    contradicting: 0,
+    forecast_error: 0.006,
+    samples: 72,
+    fleet_factor: 1,
+  };
+  const good = confidenceOf(base);
+  assert.equal(good.level, "high");
+  assert.equal(confidenceOf({ ...base, runs: 1, failing: 1, boundary_uncertainty: 0.26 }).level, "low");
+  assert.ok(confidenceOf({ ...base, contradicting: 4 }).value < good.value / 2);
+  assert.ok(Math.abs(confidenceOf({ ...base, fleet_factor: 0.5 }).value - good.value / 2) < 1e-12);
+});
+
+let store: IngestStore;
+
+test.before(async () => {
+  store = await IngestStore.open(join(dir, "shadowvm.duckdb"));
+});
+
+test.after(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const find = (all: RiskAssessment[], vm: string, fp = OOM.fingerprint) =>
+  all.find((a) => a.vm_name === vm && a.fingerprint === fp);
+
+test("engine on constructed histories", async () => {
+  const h = new History();
+  const image = { image: "debian-12-web", kernel: "6.1.0-18" };
+  h.vm("u-web1", "web-1", { labels: image, memory_mb: 2048 })
+    .vm("u-web2", "web-2", { labels: { image: "debian-12-web" } })
+    .vm("u-few", "few-1")
+    .vm("u-contra", "contra-1")
+    .vm("u-notel", "notel-1")
+    .vm("u-calm", "calm-1")
+    .vm("u-db", "db-1", { labels: { image: "debian-12-db" } });
+  // web-1: 12 runs; OOM from memory_load 0.85 up, clean at 0.8 and below (cpu and io vary).
+  const loads = [0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95];
+  loads.forEach((m, i) => {
+    const load = { memory_load: m, cpu_load: 1 + (i % 3) * 0.3, io_load: 0.5 + (i % 4) * 0.4 };
+    h.run("u-web1", "web-1", `w${i}`, load, m >= 0.85 ? OOM : undefined);
+  });
+
+  // A run failing with another signature says nothing about OOM (left out of its boundary).
+  h.run("u-web1", "web-1", "w-hang", { memory_load: 0.4, io_load: 2.5 }, HANG);
+  // Production memory: 0.525 six hours ago, 0.6 now, +0.0125/h: reaches 0.825 in 18 h.
+  h.telemetry("u-web1", (t, i) => ({ memory: 0.6 + 0.0125 * t + noise(i) }));
+  // few-1: a single failing run, same trend.
+  h.run("u-few", "few-1", "f0", { memory_load: 0.9 }, OOM);
+  h.telemetry("u-few", (t, i) => ({ memory: 0.6 + 0.0125 * t + noise(i) }));
+  // contra-1: the same loads both fail and pass.
+  [
+    [0.85, true],
+    [0.9, true],
+    [0.85, false],
+    [0.9, false],
+    [0.95, false],
+    [0.5, false],
+  ].forEach(([m, f], i) => {
+    h.run("u-contra", "contra-1", `c${i}`, { memory_load: m as number }, f ? OOM : undefined);
+  });
+  h.telemetry("u-contra", (t, i) => ({ memory: 0.6 + 0.0125 * t + noise(i) }));
+  // notel-1: well explored, but no telemetry at all.
+  loads.forEach((m, i) => {
+    h.run("u-notel", "notel-1", `n${i}`, { memory_load: m }, m >= 0.85 ? OOM : undefined);
+  });
+  // calm-1: the same boundary, production flat at 0.35.
+  loads.forEach((m, i) => {
+    h.run("u-calm", "calm-1", `q${i}`, { memory_load: m }, m >= 0.85 ? OOM : undefined);
+  });
+  h.telemetry("u-calm", (_t, i) => ({ memory: 0.35 + noise(i) }));
+  // web-2 (same image as web-1, never shadowed) grows like web-1; db-1 (other image) too.
+  h.telemetry("u-web2", (t, i) => ({ memory: 0.6 + 0.0125 * t + noise(i) }));
+  h.telemetry("u-db", (t, i) => ({ memory: 0.6 + 0.0125 * t + noise(i) }));
+  await h.commit(store);
+
+  const conn = await store.connectReader();
+  const engine = new RiskEngine(queryable(conn), config.risk);
+  const t0 = performance.now();
+  const all = await engine.compute();
+  const ms = performance.now() - t0;
+  console.log(`risk round over ${all.length} assessments: ${ms.toFixed(0)} ms`);
+
+  const web1 = find(all, "web-1")!;
+  assert.ok(web1, "web-1 assessed");
+  assert.equal(web1.status, "assessed");
+  assert.equal(web1.source, "own");
+  assert.equal(web1.dimension, "memory_load");
+  assert.ok(Math.abs(web1.boundary - 0.825) < 1e-9, String(web1.boundary));
+  assert.ok(web1.probability! > 0.9, `p=${web1.probability}`);
+  assert.ok(Math.abs(web1.time_to_failure_h! - 18) < 1.5, `ttf=${web1.time_to_failure_h}`);
+  assert.equal(web1.confidence_level, "high", web1.explanation);
+  assert.equal(web1.runs, 12, "the HANG run is left out of the OOM boundary");
+  assert.equal(web1.failing_runs, 3);
+  assert.equal(web1.run_ids.sort(), ["w10", "w11", "w9"]);
+  assert.match(web1.explanation, /memory_load dominates/);
+  assert.match(web1.mitigations[0]!.action, /raise web-1's memory from 2048 MiB to at least \d+ MiB/);
+  assert.match(web1.mitigations[1]!.because, /grows ~\d+ MiB\/h/);
+  // The HANG signature is assessed separately (io_load dominates; forecastable, low I/O: low risk).
+  const hang = find(all, "web-1", HANG.fingerprint)!;
+  assert.equal(hang.dimension, "io_load");
+  assert.ok(hang.probability! < 0.05, `hang p=${hang.probability}`);
+  assert.match(hang.mitigations[0]!.action, /disk/);
+
+  const few = find(all, "few-1")!;
+  assert.equal(few.status, "assessed");
+  assert.equal(few.confidence_level, "low", `few: ${few.confidence}`);
+  assert.ok(few.confidence < web1.confidence / 2);
+
+  const contra = find(all, "contra-1")!;
+  assert.equal(contra.confidence_level, "low", `contra: ${contra.confidence}`);
+  assert.equal(contra.contradicting_runs, 3);
+  assert.match(contra.explanation, /3 passing run\(s\) at or above it/);
+
+  const notel = find(all, "notel-1")!;
+  assert.equal(notel.status, "no_telemetry");
+  assert.equal(notel.probability, null);
+  assert.match(notel.explanation, /No risk claimed: 0 operating-point sample\(s\)/);
+
+  const calm = find(all, "calm-1")!;
+  assert.ok(calm.probability! < 0.01, `calm p=${calm.probability}`);
+  assert.equal(calm.time_to_failure_h, null);
+
+  const web2 = find(all, "web-2")!;
+  assert.equal(web2.source, "fleet");
+  assert.equal(
+    web2.fleet_peers.map((p) => `${p.vm_name}:${p.label}=${p.value}`),
+    ["web-1:image=debian-12-web"],
+  );
+  assert.ok(web2.probability! > 0.9);
+  assert.ok(web2.confidence < web1.confidence * 0.6 && web2.confidence > 0, `fleet ${web2.confidence}`);
+  assert.match(web2.explanation, /shadows of web-1 \(image=debian-12-web\)/);
+  assert.equal(find(all, "db-1"), undefined, "no evidence for another image");
+
+  // Stored with history: two rounds, the current one is the latest.
+  const now = Date.now();
+  await engine.store(conn, { at_ms: now - 60_000, trigger: "test", duration_ms: ms }, all);
+  await engine.store(conn, { at_ms: now, trigger: "test", duration_ms: ms }, await engine.compute(now));
+  const db = queryable(conn);
+  const current = await currentRisk(db);
+  assert.equal(current.length, all.length);
+  assert.ok(current.every((a) => a.computed_at_ms === now));
+  assert.equal(current[0]!.probability !== null && current[0]!.probability > 0.9, true, "highest first");
+  const history = await riskHistory(db, "u-web1", { fingerprint: OOM.fingerprint });
+  assert.equal(
+    history.map((a) => a.computed_at_ms),
+    [now, now - 60_000],
+  );
+  assert.equal(history[0]!.mitigations.length, web1.mitigations.length);
+  conn.closeSync();
+});
+
+test("shadowvm-collector risk prints the current round", async () => {
+  store.close(); // the CLI opens the database read-only, as when no collector runs
+  const out: string[] = [];
+  const err: string[] = [];
+  const io = { out: (t: string) => out.push(t), err: (t: string) => err.push(t) };
+  const env = { SHADOWVM_COLLECTOR__TLS__REQUIRED: "false" };
+  assert.equal(await main(["risk", "--data-dir", dir], io, env), 0, err.join("\n"));
+  const table = out.join("\n");
+  assert.match(table, /VM\s+SIGNATURE\s+CLASS\s+STATUS\s+P\(FAIL\)/);
+  assert.match(table, /web-1 .* oom .* assessed .* 1\.00 .* high /);
+  assert.match(table, /notel-1 .* no_telemetry .* - /);
+  out.length = 0;
+  assert.equal(
+    await main(["risk", "--data-dir", dir, "--vm", "u-web1", "--json"], io, env),
+    0,
+    err.join("\n"),
+  );
+  const rows = JSON.parse(out.join("\n")) as RiskAssessment[];
+  assert.equal(rows.length, 4, "two rounds x two signatures");
+  assert.ok(rows.every((r) => r.vm_uuid === "u-web1"));
+});
+
+test.run();
