@@ -122,6 +122,9 @@ export function decodeFrame(bytes: Uint8Array | ArrayBuffer, options?: FrameOpti
 }
 
 const envelopeSchema = schema.messages["shadowvm.v1.Envelope"];
+
+/** Names of all body kinds, in field-number order: read from the generated schema, never listed by hand. */
+export const ENVELOPE_BODY_KINDS = (envelopeSchema?.oneofs["body"] ?? []) as readonly EnvelopeBodyKind[];
 const BODY_BY_ID = new Map(
   (envelopeSchema?.fields ?? [])
     .filter((f) => envelopeSchema?.oneofs["body"]?.includes(f.name))
@@ -149,23 +152,3 @@ function checkSingleBody(data: Uint8Array): void {
     );
   }
 }
-
-/** Names of all body kinds, in field-number order. */
-export const ENVELOPE_BODY_KINDS: readonly EnvelopeBodyKind[] = [
-  "hello",
-  "auth_challenge",
-  "enroll_request",
-  "enroll_result",
-  "auth_response",
-  "auth_result",
-  "ack",
-  "error",
-  "heartbeat",
-  "host_inventory",
-  "vm_inventory",
-  "telemetry_batch",
-  "capture_record",
-  "shadow_run",
-  "failure",
-  "signature_update",
-];
