@@ -8,6 +8,7 @@ import { type CommandContext, GLOBAL_USAGE, type Output } from "./cli-context.js
 import { ENROLL_USAGE, enrollCommand } from "./enroll-command.js";
 import { PARSE_CONSOLE_USAGE, parseConsoleCommand } from "./parse-console-command.js";
 import { SERVE_USAGE, serveCommand } from "./serve-command.js";
+import { SHADOW_USAGE, shadowCommand } from "./shadow-command.js";
 import { VMS_USAGE, vmsCommand } from "./vms-command.js";
 
 const COMMANDS: CliProgram<CommandContext>["commands"] = {
@@ -36,6 +37,11 @@ const COMMANDS: CliProgram<CommandContext>["commands"] = {
     summary: "list, verify or remove stored captures",
     usage: CAPTURES_USAGE,
     run: capturesCommand,
+  },
+  shadow: {
+    summary: "run isolated, stressed shadows of a capture and report how the guest breaks",
+    usage: SHADOW_USAGE,
+    run: shadowCommand,
   },
   serve: {
     summary: "run the agent: telemetry, spool, link to the collector",

@@ -4,11 +4,15 @@
 // shadow keeps every option except those that would touch production or the outside world:
 //   disks       every captured disk's block graph is replaced by a qcow2 overlay in the shadow's
 //               directory, backed by the restored frozen images (production's files are never
-//               opened, the captured images are never written);
+//               opened, the captured images are never written); every layer gets a node name
+//               (<node>-svm-file, <node>-svm-base) so fault layers can be slid in at run time;
 //   network     every backend becomes isolated user-mode networking (`restrict=on`: the guest
-//               reaches nothing) with a loopback port forward for the service probe, or a tap in
-//               the shadow's own network namespace; ids and MACs stay so the device model matches;
-//   monitors    production's QMP/HMP monitors are dropped, the shadow gets its own QMP socket;
+//               reaches nothing) with a loopback port forward for the service probe, or a tap
+//               (<prefix><n>) in the shadow's own network namespace, where a production backend
+//               that was user-mode also gets an unconnected restricted slirp instance to load its
+//               migration state into; ids and MACs stay so the device model matches;
+//   monitors    production's QMP/HMP monitors are dropped, the shadow gets its own QMP socket
+//               (and optionally a second one the agent keeps open);
 //   chardevs    a serial port logs to the shadow's console file, guest-agent ports become sockets
 //               in the shadow's directory, anything else becomes `null`;
 //   display     none; daemonize/pidfile/runas/chroot/logging are dropped or redirected;
@@ -86,6 +90,10 @@ const DROPPED = new Set([
 
 export type NetworkIsolation =
   | { mode: "user"; forwards: { hostPort: number; guestPort: number; guestIp?: string }[]; subnet?: string }
+  /**
+   * Taps named `<tapPrefix><n>` (n = 0, 1, ... per network backend), created beforehand inside
+   * the shadow's own network namespace, where QEMU runs too.
+   */
   | { mode: "netns"; tapPrefix: string };
 
 export interface ShadowDisk {
@@ -95,6 +103,11 @@ export interface ShadowDisk {
   productionFile: string;
   /** The shadow's qcow2 overlay on the restored frozen image. */
   overlay: string;
+  /**
+   * The restored frozen image under the overlay. Given, it is opened explicitly (read-only, with
+   * a node name); without it QEMU opens the backing file named in the overlay's header.
+   */
+  backing?: { file: string; format: string };
 }
 
 export interface ShadowCommandLineInput {
@@ -107,6 +120,18 @@ export interface ShadowCommandLineInput {
   /** Directory for the shadow's sockets (guest channels). */
   socketDir: string;
   network: NetworkIsolation;
+  /** A second QMP monitor (the agent's own, held open for the shadow's life). */
+  agentQmpSocket?: string;
+}
+
+/** Node names of a captured disk in the shadow (for fault layers and throttling). */
+export interface ShadowDiskNodes {
+  /** The overlay's format node (production's root node name). */
+  node: string;
+  /** The overlay's protocol (file) node. */
+  fileNode: string;
+  /** The restored frozen image under the overlay (read-only). */
+  backingNode: string;
 }
 
 export interface ShadowCommandLine {
@@ -114,6 +139,10 @@ export interface ShadowCommandLine {
   args: string[];
   /** Host-side sockets the shadow's guest-agent ports listen on, by port name. */
   guestChannels: Record<string, string>;
+  /** Disks replaced as -blockdev graphs, with the node names given to their layers. */
+  disks: ShadowDiskNodes[];
+  /** netns mode: the tap names QEMU expects (index = network backend), and each one's original backend type. */
+  taps: { name: string; id: string; originalType: string | undefined }[];
 }
 
 type KeyVal = { head: string | undefined; props: Map<string, string> };
@@ -210,9 +239,8 @@ function blockdevDef(value: string, index: number): BlockdevDef {
   return { index, nodeName: props.get("node-name"), refs };
 }
 
-function isolatedNetdev(id: string, net: NetworkIsolation, first: boolean): string {
-  if (net.mode === "netns")
-    return `tap,id=${id},ifname=${net.tapPrefix}${id}`.slice(0, 200) + ",script=no,downscript=no";
+function isolatedNetdev(id: string, net: NetworkIsolation, first: boolean, tapIndex: number): string {
+  if (net.mode === "netns") return `tap,id=${id},ifname=${net.tapPrefix}${tapIndex},script=no,downscript=no`;
   const opts = [`user`, `id=${id}`, "restrict=on"];
   if (net.subnet) opts.push(`net=${net.subnet}`);
   if (first) {
@@ -290,7 +318,19 @@ export function buildShadowCommandLine(input: ShadowCommandLineInput): ShadowCom
   }
 
   const args: string[] = [];
+  const taps: ShadowCommandLine["taps"] = [];
+  /** Production backends that were user-mode: their migration state needs a slirp instance to land in. */
+  let slirpStates = 0;
   let firstNetdev = true;
+  const netdev = (id: string, originalType: string | undefined): string => {
+    const text = isolatedNetdev(id, input.network, firstNetdev, taps.length);
+    if (input.network.mode === "netns") {
+      taps.push({ name: `${input.network.tapPrefix}${taps.length}`, id, originalType });
+      if (originalType === "user") slirpStates++;
+    }
+    firstNetdev = false;
+    return text;
+  };
   let serialDone = false;
   for (const [i, { opt, value }] of options.entries()) {
     if (replacedIndexes.has(i)) continue;
@@ -329,9 +369,8 @@ export function buildShadowCommandLine(input: ShadowCommandLineInput): ShadowCom
         break;
       }
       case "-netdev": {
-        const { props } = parseKeyVal(value);
-        args.push("-netdev", isolatedNetdev(props.get("id") ?? "net0", input.network, firstNetdev));
-        firstNetdev = false;
+        const { head, props } = parseKeyVal(value, "type");
+        args.push("-netdev", netdev(props.get("id") ?? "net0", props.get("type") ?? head));
         break;
       }
       case "-nic":
@@ -344,14 +383,9 @@ export function buildShadowCommandLine(input: ShadowCommandLineInput): ShadowCom
           if (opt === "-nic")
             args.push(
               "-nic",
-              `${isolatedNetdev(id, input.network, firstNetdev)}${model ? `,model=${model}` : ""}${kv.props.get("mac") ? `,mac=${kv.props.get("mac")}` : ""}`,
+              `${netdev(id, kv.head)}${model ? `,model=${model}` : ""}${kv.props.get("mac") ? `,mac=${kv.props.get("mac")}` : ""}`,
             );
-          else
-            args.push(
-              "-net",
-              isolatedNetdev(id, input.network, firstNetdev).replace(/^user,id=/, "user,id="),
-            );
-          firstNetdev = false;
+          else args.push("-net", netdev(id, kv.head));
         }
         break;
       }
@@ -404,20 +438,47 @@ export function buildShadowCommandLine(input: ShadowCommandLineInput): ShadowCom
     }
   }
 
+  const diskNodes: ShadowDiskNodes[] = [];
   for (const disk of input.disks) {
     if (!replacedRoots.has(disk.node)) continue;
-    // The overlay's header names the restored frozen image as its backing file, and QEMU opens
-    // it from there, read-only.
+    // Every layer is named so that a fault layer (blkdebug) can be slid in under the overlay at
+    // run time (blockdev-reopen needs the names). The restored frozen image is opened read-only
+    // as the overlay's backing; its own backing chain comes from its header, read-only too.
+    const nodes: ShadowDiskNodes = {
+      node: disk.node,
+      fileNode: `${disk.node}-svm-file`,
+      backingNode: `${disk.node}-svm-base`,
+    };
+    diskNodes.push(nodes);
+    const backing =
+      disk.backing === undefined
+        ? undefined
+        : {
+            driver: disk.backing.format,
+            "node-name": nodes.backingNode,
+            "read-only": true,
+            file: {
+              driver: "file",
+              "node-name": `${nodes.backingNode}-file`,
+              filename: disk.backing.file,
+              "read-only": true,
+            },
+          };
     args.push(
       "-blockdev",
       JSON.stringify({
         driver: "qcow2",
         "node-name": disk.node,
-        file: { driver: "file", filename: disk.overlay },
+        file: { driver: "file", "node-name": nodes.fileNode, filename: disk.overlay },
+        ...(backing ? { backing } : {}),
       }),
     );
   }
+  // A production backend in user mode carries slirp state in the migration stream; in netns mode
+  // it lands in an unconnected slirp instance that reaches nothing (restrict=on, no NIC).
+  for (let i = 0; i < slirpStates; i++) args.push("-netdev", `user,id=svm-slirp-state${i},restrict=on`);
   if (!serialDone) args.push("-serial", `file:${input.consoleLog}`);
+  if (input.agentQmpSocket) args.push("-qmp", `unix:${input.agentQmpSocket},server=on,wait=off`);
   args.push(
     "-qmp",
     `unix:${input.qmpSocket},server=on,wait=off`,
@@ -429,5 +490,5 @@ export function buildShadowCommandLine(input: ShadowCommandLineInput): ShadowCom
     "-incoming",
     "defer",
   );
-  return { binary, args, guestChannels };
+  return { binary, args, guestChannels, disks: diskNodes, taps };
 }

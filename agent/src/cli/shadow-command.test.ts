@@ -1,0 +1,83 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { main } from "./main.js";
+import { parseProfiles } from "./shadow-command.js";
+
+const P = { cpu_load: 2, memory_load: 0, io_load: 0, net_latency_ms: 0, net_loss_pct: 0, duration_s: 30 };
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const code = await main(args, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) }, {});
+  return { code, out, err };
+}
+
+test("profiles: inline object, inline array, file; validated with the key named", () => {
+  const dir = mkdtempSync(join(tmpdir(), "svm-prof-"));
+  try {
+    const file = join(dir, "p.json");
+    writeFileSync(file, JSON.stringify([P, { ...P, faults: [{ kind: "nmi", rate: 0.5, at_s: 3 }] }]));
+    const ps = parseProfiles([JSON.stringify(P), file]);
+    assert.is(ps.length, 3);
+    assert.equal(ps[2]!.faults, [{ kind: "nmi", rate: 0.5, at_s: 3 }]);
+    assert.throws(
+      () => parseProfiles([JSON.stringify({ ...P, cpu_load: -1 })]),
+      /cpu_load must be a number >= 0 \(actual: -1\)/,
+    );
+    assert.throws(
+      () => parseProfiles([JSON.stringify([P, { ...P, faults: [{ kind: "meteor", rate: 1, at_s: 0 }] }])]),
+      /profile 2: .*faults\[0\]\.kind/,
+    );
+    assert.throws(() => parseProfiles([join(dir, "missing.json")]), /not JSON and no such file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("shadow: usage errors exit 2 with the reason", async () => {
+  const data = mkdtempSync(join(tmpdir(), "svm-cli-"));
+  try {
+    const none = await run(["shadow", "--data-dir", data]);
+    assert.is(none.code, 2);
+    assert.match(none.err, /shadow needs an action: run, capabilities or reap/);
+    const noProfile = await run(["shadow", "run", "cap-1", "--data-dir", data]);
+    assert.is(noProfile.code, 2);
+    assert.match(noProfile.err, /needs --profile/);
+    const count = await run([
+      "shadow",
+      "run",
+      "cap-1",
+      "--data-dir",
+      data,
+      "--profile",
+      JSON.stringify([P, P]),
+      "--count",
+      "3",
+    ]);
+    assert.is(count.code, 2);
+    assert.match(count.err, /--count 3 does not match the 2 profiles/);
+    const net = await run([
+      "shadow",
+      "run",
+      "cap-1",
+      "--data-dir",
+      data,
+      "--profile",
+      JSON.stringify(P),
+      "--network",
+      "bridge",
+    ]);
+    assert.is(net.code, 2);
+    assert.match(net.err, /--network must be user or netns/);
+    const help = await run(["shadow", "--help"]);
+    assert.is(help.code, 0);
+    assert.match(help.out, /shadowvm-agent shadow run <capture-id> --profile <json\|file>/);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test.run();

@@ -1,0 +1,425 @@
+// `shadowvm-agent shadow run|reap|capabilities`: campaigns of isolated, stressed shadows of a capture.
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  describeError,
+  formatTable,
+  ShadowvmError,
+  type StressProfile,
+  StressProfileError,
+  stressProfileFromJson,
+} from "@shadowvm/shared";
+import { CaptureStore } from "../capture/store/index.js";
+import type { AgentConfig } from "../config/agent-config.js";
+import type { DetectedFailure } from "../detection/index.js";
+import { readMemInfo } from "../host/proc.js";
+import { restoreLibvirtCapture } from "../hypervisor/libvirt/libvirt-shadow.js";
+import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
+import type { ReapReport } from "../shadow/registry.js";
+import type { RestoredCapture } from "../shadow/restored-capture.js";
+import {
+  type CampaignResult,
+  type LabEvent,
+  labSettingsFromConfig,
+  ShadowLab,
+  type ShadowRunSpec,
+} from "../shadow/shadow-lab.js";
+import { storeLocation } from "./capture-commands.js";
+import { type CommandContext, type ParsedCommand, parseCommand, UsageError } from "./cli-context.js";
+
+export const SHADOW_USAGE = `Usage: shadowvm-agent shadow run <capture-id> --profile <json|file> [options]
+       shadowvm-agent shadow capabilities <capture-id> [--json]
+       shadowvm-agent shadow reap [--json]
+
+run           boots isolated shadows of the capture, each pushed by a stress profile, watches how
+              the guest breaks and tears everything down; streams what happens (started, stress
+              applied, faults, failures, outcome). With --json, stdout holds one object:
+              {"campaign","capture","control","runs":[{"shadow","profile","outcome","failures":[...]}]}
+              (outcome ok|failed|inconclusive; each failure with class, title, fingerprint, ...)
+              and the stream goes to stderr.
+capabilities  what this host can do to shadows of the capture (stress kinds, fault kinds)
+reap          removes what shadows of a dead agent left (also done at the start of every run)
+
+Options of run:
+  --profile <json|file>   a StressProfile (JSON object) or an array of them, inline or in a file;
+                          repeatable; keys: cpu_load, memory_load, io_load, net_latency_ms,
+                          net_loss_pct, faults [{kind, rate, at_s, duration_s}], duration_s
+  --count K               K shadows of the one profile given (default: one per profile)
+  --control               add an unstressed control shadow (validates the capture)
+  --control-duration S    its run time (default: the longest profile's duration_s)
+  --network user|netns    isolation mode (default: shadow.network)
+  --bandwidth-kbit N      bandwidth cap per shadow (user mode: both directions; netns: towards the guest)
+  --probe-path PATH       HTTP path the service probes GET (default: shadow.probe_path)
+  --probe-port N          guest port of the service (default: shadow.probe_port)
+  --key-file FILE         capture store key (default: capture.key_file or <data_dir>/keys/capture-store.key)
+  --keep-restored         keep the restored capture (plaintext memory!) under <data_dir>/restored
+
+Exit codes: 0 the campaign ran (its findings are in the outcomes), 1 it could not run, 2 usage.`;
+
+const RUN_OPTIONS = {
+  profile: { type: "string", multiple: true },
+  count: { type: "string" },
+  control: { type: "boolean" },
+  "control-duration": { type: "string" },
+  network: { type: "string" },
+  "bandwidth-kbit": { type: "string" },
+  "probe-path": { type: "string" },
+  "probe-port": { type: "string" },
+  "key-file": { type: "string" },
+  "keep-restored": { type: "boolean" },
+} as const;
+
+/** Profiles from --profile values: inline JSON or a file; an object or an array each. */
+export function parseProfiles(values: string[]): StressProfile[] {
+  const out: StressProfile[] = [];
+  for (const v of values) {
+    const trimmed = v.trim();
+    let text = trimmed;
+    if (!trimmed.startsWith("{") && !trimmed.startsWith("[")) {
+      if (!existsSync(trimmed)) throw new UsageError(`--profile ${v}: not JSON and no such file`);
+      text = readFileSync(trimmed, "utf8");
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (err) {
+      throw new UsageError(`--profile ${v.slice(0, 60)}: not valid JSON (${(err as Error).message})`);
+    }
+    const list = Array.isArray(json) ? json : [json];
+    for (const [i, p] of list.entries()) {
+      try {
+        out.push(stressProfileFromJson(p));
+      } catch (err) {
+        if (err instanceof StressProfileError) {
+          throw new UsageError(`${list.length > 1 ? `profile ${i + 1}: ` : ""}${err.message}`);
+        }
+        throw err;
+      }
+    }
+  }
+  return out;
+}
+
+function positiveNumber(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!(n > 0) || !Number.isFinite(n))
+    throw new UsageError(`--${name} must be a positive number (actual: ${value})`);
+  return n;
+}
+
+async function openLab(
+  cmd: ParsedCommand,
+  network?: "user" | "netns",
+  probe?: { path?: string; port?: number },
+): Promise<ShadowLab> {
+  const config: AgentConfig = cmd.config;
+  const shadow = { ...config.shadow, ...(network ? { network } : {}) };
+  if (probe?.path) shadow.probe_path = probe.path;
+  if (probe?.port) shadow.probe_port = probe.port;
+  const settings = labSettingsFromConfig(shadow, readMemInfo().totalBytes);
+  const driver = new QemuDriver({});
+  return ShadowLab.open({
+    shadowsDir: shadowsDir(config),
+    settings,
+    driver: driver.capabilities,
+  });
+}
+
+export function shadowsDir(config: AgentConfig): string {
+  return config.shadow.dir ?? join(config.data_dir, "shadows");
+}
+
+/**
+ * Reaps what shadows of a dead agent left (QEMU processes, namespaces, cgroups, overlays, restored
+ * captures). For the agent's start-up (`serve`) as well as the CLI.
+ */
+export async function reapShadowLeftovers(config: AgentConfig): Promise<ReapReport> {
+  const settings = labSettingsFromConfig(config.shadow, readMemInfo().totalBytes);
+  const lab = await ShadowLab.open({ shadowsDir: shadowsDir(config), settings });
+  await lab.close();
+  reapRestored(join(config.data_dir, "restored"));
+  return lab.reaped!;
+}
+
+/** Restored captures of runs whose agent is gone (plaintext memory must not linger). */
+function reapRestored(root: string): string[] {
+  const removed: string[] = [];
+  let names: string[] = [];
+  try {
+    names = existsSync(root) ? readdirSync(root) : [];
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const owner = join(root, name, "owner.pid");
+    let pid = 0;
+    try {
+      pid = Number(readFileSync(owner, "utf8"));
+    } catch {
+      pid = 0;
+    }
+    let alive = false;
+    if (pid > 0) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch {
+        alive = false;
+      }
+    }
+    if (!alive) {
+      rmSync(join(root, name), { recursive: true, force: true });
+      removed.push(name);
+    }
+  }
+  return removed;
+}
+
+function fmtOffset(ms: number): string {
+  return `+${(ms / 1000).toFixed(1)}s`;
+}
+
+function describeEvent(e: LabEvent, t0: number): string {
+  const at = `[${fmtOffset(Date.now() - t0)}]`;
+  switch (e.type) {
+    case "refused":
+      return `${at} ${e.shadow} refused: ${e.reason}`;
+    case "guard":
+      return `${at} ${e.shadow} host guard stops it: ${e.reason}`;
+    case "started":
+      return `${at} ${e.shadow} started${e.control ? " (control)" : ""} in ${e.startMs} ms: pid ${e.pid}, ${e.network} network, probing ${e.probeUrl}`;
+    case "stress":
+      return `${at} ${e.shadow} stress ${e.what}: ${e.detail}`;
+    case "fault":
+      return `${at} ${e.shadow} fault ${e.what} at ${fmtOffset(e.offsetMs)}: ${e.detail}`;
+    case "note":
+      return `${at} ${e.shadow} note (${e.what}): ${e.detail}`;
+    case "failure":
+      return `${at} ${e.shadow} failure ${e.failure.class} "${e.failure.title}" (${e.failure.source}, ${fmtOffset(e.failure.offsetMs)})`;
+    case "outcome":
+      return `${at} ${e.shadow} outcome ${e.outcome}${e.failures.length ? `: ${e.failures.length} failure(s), first "${e.failures[0]!.title}"` : ""}${e.notes.length ? ` [${e.notes.join("; ")}]` : ""}`;
+    case "stopped":
+      return `${at} ${e.shadow} stopped (${e.reason}); ${e.leftovers.length ? `LEFT: ${e.leftovers.join(", ")}` : "every trace removed"}`;
+    case "control":
+      return `${at} control verdict: ${e.verdict.healthy ? "healthy, the capture is valid" : `UNHEALTHY (${e.verdict.reason}); stressed outcomes are inconclusive`}`;
+  }
+}
+
+function failureJson(f: DetectedFailure): Record<string, unknown> {
+  return {
+    class: f.class,
+    title: f.title,
+    fingerprint: f.fingerprint,
+    source: f.source,
+    kind: f.kind,
+    offset_ms: Math.round(f.offsetMs),
+    count: f.count,
+    evidence: f.evidence.slice(0, 10),
+  };
+}
+
+export function campaignJson(r: CampaignResult): Record<string, unknown> {
+  return {
+    campaign: r.campaign,
+    capture: r.capture,
+    vm: r.vm,
+    network: r.network,
+    started_at: r.startedAt,
+    finished_at: r.finishedAt,
+    ...(r.control ? { control: r.control } : {}),
+    runs: r.runs.map((run) => ({
+      shadow: run.shadow,
+      control: run.control,
+      profile: run.profile,
+      outcome: run.outcome,
+      failures: run.failures.map(failureJson),
+      notes: run.notes,
+      ...(run.startMs !== undefined ? { start_ms: run.startMs } : {}),
+      ...(run.ranMs !== undefined ? { ran_ms: run.ranMs } : {}),
+      ...(run.stopReason ? { stop_reason: run.stopReason } : {}),
+      ...(run.demand
+        ? {
+            demand: {
+              cpu_cores: Number(run.demand.cpuCores.toFixed(4)),
+              io_bytes_per_s: Math.round(run.demand.ioBytesPerSec),
+              io_ops_per_s: Number(run.demand.ioOpsPerSec.toFixed(2)),
+              ...(run.demand.memUsedBytes !== undefined ? { mem_used_bytes: run.demand.memUsedBytes } : {}),
+            },
+          }
+        : {}),
+      ...(run.consoleTail ? { console_tail: run.consoleTail } : {}),
+      ...(run.probes
+        ? {
+            probes: {
+              sent: run.probes.sent,
+              ok: run.probes.ok,
+              failed: run.probes.failed,
+              p50_ms: run.probes.p50Ms,
+            },
+          }
+        : {}),
+    })),
+  };
+}
+
+async function runCommand(ctx: CommandContext, cmd: ParsedCommand, captureId: string): Promise<number> {
+  const v = cmd.values;
+  let profiles = parseProfiles((v["profile"] as string[] | undefined) ?? []);
+  const count = positiveNumber("count", v["count"] as string | undefined);
+  if (count !== undefined) {
+    if (!Number.isInteger(count)) throw new UsageError(`--count must be a whole number (actual: ${count})`);
+    if (profiles.length === 1) profiles = Array.from({ length: count }, () => profiles[0]!);
+    else if (profiles.length !== count)
+      throw new UsageError(`--count ${count} does not match the ${profiles.length} profiles given`);
+  }
+  const control = v["control"] === true;
+  if (profiles.length === 0 && !control)
+    throw new UsageError("shadow run needs --profile (or --control alone)");
+  const network = v["network"] as string | undefined;
+  if (network !== undefined && network !== "user" && network !== "netns")
+    throw new UsageError(`--network must be user or netns (actual: ${network})`);
+  const bandwidth = positiveNumber("bandwidth-kbit", v["bandwidth-kbit"] as string | undefined);
+  const controlDuration = positiveNumber("control-duration", v["control-duration"] as string | undefined);
+  const probePath = v["probe-path"] as string | undefined;
+  if (probePath !== undefined && !probePath.startsWith("/"))
+    throw new UsageError(`--probe-path must start with / (actual: ${probePath})`);
+  const probePort = positiveNumber("probe-port", v["probe-port"] as string | undefined);
+
+  const json = v.json === true;
+  const say = json ? ctx.io.err : ctx.io.out;
+  const t0 = Date.now();
+  const where = storeLocation(cmd.config, v["key-file"] as string | undefined);
+  const store = await CaptureStore.open({ dir: where.dir, keyFile: where.keyFile, readOnly: true });
+  const restoreRoot = join(cmd.config.data_dir, "restored");
+  let restoreDir: string | undefined;
+  let lab: ShadowLab | undefined;
+  const abort = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals === 1) {
+      say(`shadowvm-agent: ${sig}: stopping every shadow (again to quit at once)`);
+      abort.abort();
+      lab?.stopAll("campaign aborted");
+    } else {
+      lab?.killAllSync();
+      process.exit(130);
+    }
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    lab = await openLab(cmd, network as "user" | "netns" | undefined, {
+      ...(probePath ? { path: probePath } : {}),
+      ...(probePort ? { port: probePort } : {}),
+    });
+    const reaped = lab.reaped;
+    if (
+      reaped &&
+      (reaped.shadows.length || reaped.killed.length || reaped.netns.length || reaped.cgroups.length)
+    ) {
+      say(
+        `reaped leftovers of earlier shadows: ${reaped.shadows.length} shadow(s), ${reaped.killed.length} process(es), ${reaped.netns.length} namespace(s), ${reaped.cgroups.length} cgroup(s)`,
+      );
+    }
+    reapRestored(restoreRoot);
+    const tRestore = Date.now();
+    const runDir = join(restoreRoot, `run-${process.pid}-${Date.now().toString(36)}`);
+    restoreDir = runDir;
+    mkdirSync(runDir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(runDir, "owner.pid"), String(process.pid));
+    let restored: RestoredCapture;
+    try {
+      restored = await restoreLibvirtCapture(store, captureId, runDir);
+    } catch (err) {
+      throw new ShadowvmError("shadow", "restore_failed", describeError(err), { cause: err });
+    }
+    say(`restored capture ${captureId} of ${restored.vm} in ${Date.now() - tRestore} ms`);
+    lab.on("event", (e) => say(describeEvent(e, t0)));
+    const runs: ShadowRunSpec[] = profiles.map((profile) => ({
+      profile,
+      ...(bandwidth !== undefined ? { bandwidthKbit: bandwidth } : {}),
+    }));
+    const result = await lab.runCampaign(restored, {
+      runs,
+      control,
+      ...(controlDuration !== undefined ? { controlDurationS: controlDuration } : {}),
+      signal: abort.signal,
+    });
+    if (json) ctx.io.out(JSON.stringify(campaignJson(result), null, 2));
+    else {
+      ctx.io.out(
+        formatTable(
+          ["SHADOW", "PROFILE", "OUTCOME", "FAILURES"],
+          result.runs.map((r) => [
+            r.shadow,
+            r.control
+              ? "control"
+              : `cpu ${r.profile.cpu_load} mem ${r.profile.memory_load} io ${r.profile.io_load} net ${r.profile.net_latency_ms}ms/${r.profile.net_loss_pct}%${r.profile.faults.length ? ` faults ${r.profile.faults.map((f) => f.kind).join(",")}` : ""}`,
+            r.outcome,
+            r.failures.map((f) => `${f.class}:${f.title}`).join(" | ") || "-",
+          ]),
+        ),
+      );
+    }
+    const ran = result.runs.some((r) => r.startMs !== undefined);
+    return ran ? 0 : 1;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await lab?.close();
+    await store.close();
+    if (restoreDir && v["keep-restored"] !== true) rmSync(restoreDir, { recursive: true, force: true });
+  }
+}
+
+export async function shadowCommand(ctx: CommandContext): Promise<number> {
+  const cmd = parseCommand(ctx, RUN_OPTIONS);
+  const [action, ...rest] = cmd.positionals;
+  switch (action) {
+    case "run": {
+      if (rest.length !== 1) throw new UsageError("shadow run takes exactly one capture id");
+      return runCommand(ctx, cmd, rest[0]!);
+    }
+    case "reap": {
+      if (rest.length) throw new UsageError("shadow reap takes no arguments");
+      const report = await reapShadowLeftovers(cmd.config);
+      if (cmd.values.json) ctx.io.out(JSON.stringify(report, null, 2));
+      else
+        ctx.io.out(
+          `reaped ${report.shadows.length} shadow(s): ${report.killed.length} process(es) killed, ${report.netns.length} namespace(s), ${report.cgroups.length} cgroup(s), ${report.dirs.length} director(y/ies) removed${report.skipped.length ? `; ${report.skipped.length} shadow(s) of a live agent left alone` : ""}`,
+        );
+      for (const e of report.errors) ctx.io.err(`shadowvm-agent: error: ${e}`);
+      return report.errors.length ? 1 : 0;
+    }
+    case "capabilities": {
+      if (rest.length !== 1) throw new UsageError("shadow capabilities takes exactly one capture id");
+      const where = storeLocation(cmd.config, cmd.values["key-file"] as string | undefined);
+      const store = await CaptureStore.open({ dir: where.dir, keyFile: where.keyFile, readOnly: true });
+      const runDir = join(cmd.config.data_dir, "restored", `caps-${process.pid}-${Date.now().toString(36)}`);
+      const lab = await openLab(cmd, cmd.values["network"] as "user" | "netns" | undefined);
+      try {
+        mkdirSync(runDir, { recursive: true, mode: 0o700 });
+        writeFileSync(join(runDir, "owner.pid"), String(process.pid));
+        const restored = await restoreLibvirtCapture(store, rest[0]!, runDir);
+        const caps = await lab.capabilities(restored);
+        if (cmd.values.json) ctx.io.out(JSON.stringify(caps, null, 2));
+        else
+          ctx.io.out(
+            formatTable(
+              ["CAPABILITY", "AVAILABLE", "WHY NOT"],
+              Object.entries(caps).map(([k, c]) => [k, c.available ? "yes" : "no", c.reason ?? ""]),
+            ),
+          );
+        return 0;
+      } finally {
+        await lab.close();
+        await store.close();
+        rmSync(runDir, { recursive: true, force: true });
+      }
+    }
+    default:
+      throw new UsageError(`shadow needs an action: run, capabilities or reap (actual: ${action ?? "none"})`);
+  }
+}
