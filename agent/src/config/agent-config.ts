@@ -2,7 +2,7 @@
 // overridden by SHADOWVM_AGENT__<SECTION>__<KEY> environment variables, then by CLI flags.
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
-import { DEFAULT_MAX_FRAME_BYTES, loadConfig } from "@shadowvm/shared";
+import { DEFAULT_MAX_FRAME_BYTES, FAULT_KINDS, loadConfig } from "@shadowvm/shared";
 import { z } from "zod";
 
 export const AGENT_ENV_PREFIX = "SHADOWVM_AGENT__";
@@ -197,6 +197,32 @@ const shadowSchema = z
   })
   .strict();
 
+/** Campaigns the agent runs by itself while serving: capture, shadows with explorer profiles, detection. */
+const campaignsSchema = z
+  .object({
+    /** Run campaigns from `serve` (capture + shadows cost host resources; off by default). */
+    enabled: z.boolean().default(false),
+    /** Seconds between two campaigns of the same VM. */
+    interval_s: z.number().positive().default(6 * 3600),
+    /** Seconds after the agent starts before the first campaign (lets telemetry build an operating point). */
+    first_delay_s: z.number().min(0).default(300),
+    /** VMs to shadow, by name or uuid; empty = every VM the agent sees. */
+    vms: z.array(z.string().min(1)).default([]),
+    /** Stressed shadow runs per campaign (the explorer's budget). */
+    budget: z.number().int().positive().default(12),
+    /** Shadows run at once (K); each batch of K profiles is one shadow-lab campaign. */
+    parallel: z.number().int().positive().default(3),
+    /** Which generator picks the profiles. */
+    strategy: z.enum(["adaptive", "baseline", "random"]).default("adaptive"),
+    /** Length of each stressed shadow run, seconds. */
+    duration_s: z.number().positive().default(120),
+    /** Run an unstressed control shadow with the first batch (validates the capture). */
+    control: z.boolean().default(true),
+    /** Fault kinds the explorer may use (default: all the host supports). */
+    faults: z.array(z.enum(FAULT_KINDS)).optional(),
+  })
+  .strict();
+
 export const agentConfigSchema = z
   .object({
     /** This host's identity towards the collector. */
@@ -214,6 +240,7 @@ export const agentConfigSchema = z
     spool: spoolSchema.prefault({}),
     metrics: metricsSchema.prefault({}),
     shadow: shadowSchema.prefault({}),
+    campaigns: campaignsSchema.prefault({}),
   })
   .strict();
 
