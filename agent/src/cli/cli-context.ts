@@ -50,20 +50,24 @@ export function parseCommand(ctx: CommandContext, options: ParseArgsConfig["opti
     values,
     positionals: parsed.positionals,
     config,
-    createDriver: () =>
-      config.hypervisor.driver === "libvirt"
-        ? // The libvirt driver offers what commands use of QemuDriver (listVms, getVm, and
-          // connect(address) to a domain's QMP bridge; libvirt-capture.ts type-checks that).
-          (new LibvirtDriver({
-            uri: config.hypervisor.libvirt_uri,
-            connectTimeoutMs: config.hypervisor.connect_timeout_ms,
-            commandTimeoutMs: config.hypervisor.command_timeout_ms,
-          }) as unknown as QemuDriver)
-        : new QemuDriver({
-            socketGlobs: config.hypervisor.qmp_sockets,
-            sockets: values.qmp ?? [],
-            connectTimeoutMs: config.hypervisor.connect_timeout_ms,
-            commandTimeoutMs: config.hypervisor.command_timeout_ms,
-          }),
+    createDriver: () => createDriverFor(config, values.qmp ?? []),
   };
+}
+
+/** The configured hypervisor driver; `sockets` adds VMs by QMP socket (qemu driver). */
+export function createDriverFor(config: AgentConfig, sockets: string[] = []): QemuDriver {
+  return config.hypervisor.driver === "libvirt"
+    ? // The libvirt driver offers what commands use of QemuDriver (listVms, getVm, and
+      // connect(address) to a domain's QMP bridge; libvirt-capture.ts type-checks that).
+      (new LibvirtDriver({
+        uri: config.hypervisor.libvirt_uri,
+        connectTimeoutMs: config.hypervisor.connect_timeout_ms,
+        commandTimeoutMs: config.hypervisor.command_timeout_ms,
+      }) as unknown as QemuDriver)
+    : new QemuDriver({
+        socketGlobs: config.hypervisor.qmp_sockets,
+        sockets,
+        connectTimeoutMs: config.hypervisor.connect_timeout_ms,
+        commandTimeoutMs: config.hypervisor.command_timeout_ms,
+      });
 }

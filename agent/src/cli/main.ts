@@ -2,10 +2,10 @@
 // frame (shared/src/cli/command-line.ts) dispatches and turns errors into one clear line and an
 // exit code: 0 ok, 1 the operation failed, 2 bad usage or configuration.
 import { type CliProgram, runProgram, stdio } from "@shadowvm/shared";
-import { EXPLORE_USAGE, runExploreCommand } from "../explorer/index.js";
 import { CAPTURE_USAGE, CAPTURES_USAGE, captureCommand, capturesCommand } from "./capture-commands.js";
 import { type CommandContext, GLOBAL_USAGE, type Output } from "./cli-context.js";
 import { ENROLL_USAGE, enrollCommand } from "./enroll-command.js";
+import { EXPLORE_USAGE, exploreCommand } from "./explore-command.js";
 import { PARSE_CONSOLE_USAGE, parseConsoleCommand } from "./parse-console-command.js";
 import { SERVE_USAGE, serveCommand } from "./serve-command.js";
 import { SHADOW_USAGE, shadowCommand } from "./shadow-command.js";
@@ -21,12 +21,7 @@ const COMMANDS: CliProgram<CommandContext>["commands"] = {
   explore: {
     summary: "search stress profiles for failures (against an oracle command or real shadows)",
     usage: EXPLORE_USAGE,
-    // The explorer's own parser reads its flags; its output goes through the same streams.
-    run: (ctx) =>
-      runExploreCommand(ctx.args, {
-        stdout: (t: string) => ctx.io.out(t.replace(/\n$/, "")),
-        stderr: (t: string) => ctx.io.err(t.replace(/\n$/, "")),
-      }),
+    run: exploreCommand,
   },
   capture: {
     summary: "live, consistent capture of a VM into the capture store",

@@ -1,15 +1,22 @@
-// `shadowvm-agent serve`: runs the agent's services (today: telemetry, the spool and the link to
-// the collector) until SIGTERM or SIGINT, then stops gracefully; a second signal exits at once.
-import { createLogger } from "@shadowvm/shared";
-import { type CommandContext, parseCommand, UsageError } from "./cli-context.js";
+// `shadowvm-agent serve`: runs the agent's services (telemetry, the spool and the link to the
+// collector, and the campaigns when enabled) until SIGTERM or SIGINT, then stops gracefully (a
+// running campaign's shadows are torn down); a second signal exits at once.
+import { join } from "node:path";
+import { createLogger, type Logger } from "@shadowvm/shared";
+import type { AgentService } from "../telemetry/agent-service.js";
+import { type CommandContext, type ParsedCommand, parseCommand, UsageError } from "./cli-context.js";
 
 export const SERVE_USAGE = `Usage: shadowvm-agent serve [--config FILE] [--data-dir DIR]
 
 Runs the agent: every telemetry.interval_s it samples the host and each VM found through the
 configured QMP sockets, spools the samples (and inventory changes) in <data_dir>/spool, and sends
 the spool to collector.url over wss://, enrolling with collector.enrollment_token(_file) the first
-time. /metrics, /healthz and /readyz listen on metrics.host:metrics.port. Logs are JSON lines on
-stdout. SIGTERM or SIGINT stops it gracefully.`;
+time. With campaigns.enabled it also shadows VMs by itself: after campaigns.first_delay_s and then
+every campaigns.interval_s per VM, a live capture, campaigns.budget stressed shadow runs chosen by
+the explorer (campaigns.parallel at a time, a control shadow first), failures detected and sent to
+the collector. Leftovers of earlier shadows are reaped at start-up. /metrics, /healthz and /readyz
+listen on metrics.host:metrics.port. Logs are JSON lines on stdout. SIGTERM or SIGINT stops it
+gracefully.`;
 
 export async function serveCommand(ctx: CommandContext): Promise<number> {
   const cmd = parseCommand(ctx);
@@ -23,7 +30,14 @@ export async function serveCommand(ctx: CommandContext): Promise<number> {
   });
   // Loaded here, not at the top, so other commands do not pay for the service's modules.
   const { startAgentService } = await import("../telemetry/agent-service.js");
+  const { reapShadowLeftovers } = await import("./shadow-command.js");
+  // Shadows of an agent that died (QEMU processes, namespaces, cgroups, overlays, plaintext
+  // restores) go before anything new starts.
+  const reaped = await reapShadowLeftovers(cmd.config);
+  if (reaped.shadows.length || reaped.killed.length || reaped.netns.length || reaped.cgroups.length)
+    logger.warn({ reaped }, "agent: reaped leftovers of earlier shadows");
   const service = await startAgentService(cmd.config, { logger, driver: cmd.createDriver() });
+  const campaigns = cmd.config.campaigns.enabled ? await startCampaigns(cmd, service, logger) : undefined;
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off("SIGTERM", stop);
@@ -35,6 +49,33 @@ export async function serveCommand(ctx: CommandContext): Promise<number> {
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
   });
+  await campaigns?.stop();
   await service.close();
   return 0;
+}
+
+/** The campaign scheduler beside the telemetry service, sharing its spool. */
+async function startCampaigns(
+  cmd: ParsedCommand,
+  service: AgentService,
+  logger: Logger,
+): Promise<{ stop(): Promise<void> }> {
+  const { CampaignScheduler } = await import("../campaign/campaign-scheduler.js");
+  const { SignatureDb } = await import("../signatures/index.js");
+  const signatures = await SignatureDb.open(join(cmd.config.data_dir, "signatures"));
+  const scheduler = new CampaignScheduler({
+    config: cmd.config,
+    logger,
+    createDriver: () => cmd.createDriver(),
+    spool: service.spool,
+    signatures,
+    operatingPoint: (uuid) => service.telemetry?.operatingPoint(uuid),
+  });
+  scheduler.start();
+  return {
+    async stop() {
+      await scheduler.stop();
+      await signatures.close();
+    },
+  };
 }

@@ -9,19 +9,26 @@ import { ExplorerStateStore } from "./state-store.js";
 import { STRATEGIES, type StrategyName } from "./types.js";
 
 export const EXPLORE_USAGE = `Usage: shadowvm-agent explore --oracle "<command>" [options]
+       shadowvm-agent explore --vm <name|uuid> [--config FILE] [--data-dir DIR] [options]
 
-Runs a stress-profile campaign. The oracle command is started once (sh -c) and gets one JSON
-StressProfile per line on stdin; it must answer each with one line {"failed": bool, "signatures": [...]}.
+Runs a stress-profile campaign. With --oracle, the oracle command is started once (sh -c) and gets
+one JSON StressProfile per line on stdin; it must answer each with one line
+{"failed": bool, "signatures": [...]}. With --vm, the trials run on real shadows of that VM: a live
+capture, then batches of --batch-size isolated shadows (a control shadow with the first), failures
+detected on their consoles, QEMU events and service probes; signatures are fingerprints, and the
+runs go to the collector through the agent's spool when no running agent holds it.
 
 Options:
-  --oracle <command>       oracle program (required)
+  --oracle <command>       oracle program
+  --vm <name|uuid>         run on real shadows of this production VM instead
+  --no-control             (with --vm) no control shadow
   --budget <n>             trials to run (default 20)
   --strategy <name>        baseline | adaptive | random (default adaptive)
   --seed <s>               random seed (default 1)
   --vm-profile <file>      JSON with average_cpu_usage, average_memory_usage, average_disk_io
   --faults <a,b|none>      fault kinds to inject (default all: ${FAULT_KINDS.join(",")})
-  --batch-size <k>         profiles per step, run together (default 4)
-  --duration <s>           seconds per shadow run (default 120)
+  --batch-size <k>         profiles per step, run together (default 4; with --vm: campaigns.parallel)
+  --duration <s>           seconds per shadow run (default 120; with --vm: campaigns.duration_s)
   --timeout-ms <ms>        longest wait for one oracle answer (default 60000)
   --state-db <dir>         LevelDB directory for explorer state (with --vm-id)
   --vm-id <id>             resume this VM's campaign and save it after every batch
@@ -39,10 +46,19 @@ const defaultIo: CommandIo = {
   stderr: (t) => process.stderr.write(t),
 };
 
-class UsageError extends Error {}
+export class ExploreUsageError extends Error {}
+const UsageError = ExploreUsageError;
 
-interface ParsedArgs {
-  oracle: string;
+export interface ParsedArgs {
+  /** Exactly one of oracle and vm is set. */
+  oracle?: string;
+  vm?: string;
+  control: boolean;
+  /** Agent config and data dir (real shadows). */
+  config?: string;
+  dataDir?: string;
+  /** Flags given explicitly (real shadows fall back to the config for the others). */
+  given: Set<string>;
   budget: number;
   strategy: StrategyName;
   seed: number | string;
@@ -58,7 +74,12 @@ interface ParsedArgs {
 }
 
 export function parseExploreArgs(argv: readonly string[]): ParsedArgs | "help" {
-  const out: Partial<ParsedArgs> & { priorVms: string[]; json: boolean } = { priorVms: [], json: false };
+  const out: Partial<ParsedArgs> & { priorVms: string[]; json: boolean; given: Set<string> } = {
+    priorVms: [],
+    json: false,
+    control: true,
+    given: new Set(),
+  };
   const num = (flag: string, v: string, integer: boolean, min: number) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
@@ -73,13 +94,27 @@ export function parseExploreArgs(argv: readonly string[]): ParsedArgs | "help" {
       out.json = true;
       continue;
     }
+    if (flag === "--no-control") {
+      out.control = false;
+      continue;
+    }
     const eq = flag.indexOf("=");
     const name = eq > 0 ? flag.slice(0, eq) : flag;
     const value = eq > 0 ? flag.slice(eq + 1) : argv[++i];
     if (value === undefined) throw new UsageError(`${name} needs a value`);
+    out.given.add(name);
     switch (name) {
       case "--oracle":
         out.oracle = value;
+        break;
+      case "--vm":
+        out.vm = value;
+        break;
+      case "--config":
+        out.config = value;
+        break;
+      case "--data-dir":
+        out.dataDir = value;
         break;
       case "--budget":
         out.budget = num(name, value, true, 0);
@@ -128,7 +163,8 @@ export function parseExploreArgs(argv: readonly string[]): ParsedArgs | "help" {
         throw new UsageError(`unknown option ${name}`);
     }
   }
-  if (!out.oracle) throw new UsageError("--oracle is required");
+  if (!out.oracle && !out.vm) throw new UsageError("--oracle <command> or --vm <name|uuid> is required");
+  if (out.oracle && out.vm) throw new UsageError("--oracle and --vm exclude each other");
   if ((out.vmId !== undefined || out.priorVms.length > 0) && !out.stateDb) {
     throw new UsageError("--vm-id and --prior-vm need --state-db");
   }
@@ -184,6 +220,10 @@ export async function runExploreCommand(argv: readonly string[], io: CommandIo =
   }
 
   const store = args.stateDb ? new ExplorerStateStore(args.stateDb) : undefined;
+  if (!args.oracle) {
+    io.stderr("explore: --vm runs on real shadows through the agent command line (shadowvm-agent explore)\n");
+    return 2;
+  }
   const runner = new OracleProcessRunner(args.oracle, { timeoutMs: args.timeoutMs });
   let result: ExploreResult;
   try {

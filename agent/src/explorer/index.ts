@@ -8,7 +8,14 @@ export {
   type ProductionVmData,
 } from "./baseline.js";
 export type { Boundary, SignatureBoundary } from "./boundary.js";
-export { EXPLORE_USAGE, formatSummary, parseExploreArgs, runExploreCommand } from "./cli.js";
+export {
+  EXPLORE_USAGE,
+  ExploreUsageError,
+  formatSummary,
+  type ParsedArgs,
+  parseExploreArgs,
+  runExploreCommand,
+} from "./cli.js";
 export { defaultInitialDesign, type ExploreOptions, type ExploreResult, explore } from "./explore.js";
 export { type RandomSource, Rng } from "./rng.js";
 export {

@@ -157,6 +157,8 @@ export type LabEvent =
       type: "started";
       shadow: string;
       control: boolean;
+      profile: StressProfile;
+      /** ms from the start request until the shadow ran. */
       startMs: number;
       pid: number;
       network: ShadowNetworkMode;
@@ -508,6 +510,7 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
         type: "started",
         shadow: id,
         control,
+        profile: spec.profile,
         startMs: shadow.startMs,
         pid: shadow.pid,
         network: shadow.network,

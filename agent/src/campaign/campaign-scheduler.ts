@@ -1,0 +1,258 @@
+// The campaigns `serve` runs by itself (config `campaigns`): after first_delay_s, and then every
+// interval_s per VM, one campaign at a time on this host (the host guard bounds each campaign's
+// shadows; running several campaigns at once would only make them queue for the same budget).
+// When each VM was last shadowed is kept in <data_dir>/campaigns.json, so a restarted agent does
+// not start over. Stopping aborts the running campaign, which tears its shadows down.
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { describeError, type Logger } from "@shadowvm/shared";
+import type { AgentConfig } from "../config/agent-config.js";
+import type { ProductionVmData } from "../explorer/baseline.js";
+import { ExplorerStateStore } from "../explorer/state-store.js";
+import type { VmInventory } from "../hypervisor/driver.js";
+import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
+import type { SignatureDb } from "../signatures/index.js";
+import type { Spool } from "../spool/spool.js";
+import { type CampaignEvent, type CampaignReport, runShadowCampaign } from "./shadow-campaign.js";
+
+export interface CampaignSchedulerOptions {
+  config: AgentConfig;
+  logger: Logger;
+  createDriver: () => QemuDriver;
+  spool: Pick<Spool, "append" | "admitShadowWork">;
+  signatures: SignatureDb;
+  /** The production operating point per VM uuid, from the telemetry loop. */
+  operatingPoint?: (uuid: string) => ProductionVmData | undefined;
+}
+
+type History = Record<string, { last_started_ms: number; last_finished_ms?: number; last_error?: string }>;
+
+export function explorerStateDir(config: AgentConfig): string {
+  return join(config.data_dir, "explorer");
+}
+
+export class CampaignScheduler {
+  readonly reports: CampaignReport[] = [];
+  private readonly o: CampaignSchedulerOptions;
+  private readonly historyFile: string;
+  private readonly abort = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  private loop: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(options: CampaignSchedulerOptions) {
+    this.o = options;
+    this.historyFile = join(options.config.data_dir, "campaigns.json");
+  }
+
+  start(): void {
+    const c = this.o.config.campaigns;
+    this.o.logger.info(
+      { vms: c.vms.length ? c.vms : "all", first_delay_s: c.first_delay_s, interval_s: c.interval_s },
+      "campaigns: scheduled",
+    );
+    this.schedule(c.first_delay_s * 1000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.abort.abort();
+    await this.loop;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.loop = this.round().finally(() => {
+        this.loop = undefined;
+        // Re-check at least every minute: a VM that appeared, or the next one due.
+        this.schedule(Math.min(60_000, this.o.config.campaigns.interval_s * 1000));
+      });
+    }, delayMs);
+    this.timer.unref?.();
+  }
+
+  /** Runs a campaign for every target VM that is due, one after the other. */
+  private async round(): Promise<void> {
+    const c = this.o.config.campaigns;
+    const history = this.readHistory();
+    let targets: VmInventory[];
+    const driver = this.o.createDriver();
+    try {
+      targets = await this.targets(driver);
+    } catch (err) {
+      this.o.logger.warn({ err: describeError(err) }, "campaigns: cannot list VMs");
+      await driver.close();
+      return;
+    }
+    try {
+      for (const vm of targets) {
+        if (this.stopped) return;
+        const last = history[vm.uuid]?.last_started_ms ?? 0;
+        if (Date.now() - last < c.interval_s * 1000) continue;
+        if (!this.o.spool.admitShadowWork()) {
+          this.o.logger.warn({ vm: vm.name }, "campaigns: spool nearly full, campaign postponed");
+          return;
+        }
+        history[vm.uuid] = { last_started_ms: Date.now() };
+        this.writeHistory(history);
+        try {
+          const report = await this.runOne(driver, vm);
+          this.reports.push(report);
+          history[vm.uuid]!.last_finished_ms = Date.now();
+        } catch (err) {
+          history[vm.uuid]!.last_error = describeError(err);
+          this.o.logger.error({ vm: vm.name, err: describeError(err) }, "campaigns: campaign failed");
+        }
+        this.writeHistory(history);
+      }
+    } finally {
+      await driver.close();
+    }
+  }
+
+  private async targets(driver: QemuDriver): Promise<VmInventory[]> {
+    const wanted = this.o.config.campaigns.vms;
+    const { vms } = await driver.listVms();
+    const running = vms.filter((v) => v.state === "running");
+    if (wanted.length === 0) return running;
+    const out = running.filter((v) => wanted.includes(v.name) || wanted.includes(v.uuid));
+    const missing = wanted.filter((w) => !out.some((v) => v.name === w || v.uuid === w));
+    if (missing.length) this.o.logger.warn({ missing }, "campaigns: configured VMs not found running");
+    return out;
+  }
+
+  private async runOne(driver: QemuDriver, vm: VmInventory): Promise<CampaignReport> {
+    const c = this.o.config.campaigns;
+    const log = this.o.logger.child({ vm: vm.name, vm_uuid: vm.uuid });
+    const explorerStore = new ExplorerStateStore(explorerStateDir(this.o.config));
+    await explorerStore.open();
+    const vmProfile = this.o.operatingPoint?.(vm.uuid);
+    log.info({ budget: c.budget, parallel: c.parallel, strategy: c.strategy }, "campaign: started");
+    try {
+      const report = await runShadowCampaign(
+        {
+          config: this.o.config,
+          driver,
+          sink: this.o.spool,
+          signatures: this.o.signatures,
+          explorerStore,
+          logger: log,
+          signal: this.abort.signal,
+          onEvent: (e) => logCampaignEvent(log, e),
+        },
+        {
+          vm: vm.uuid || vm.name,
+          budget: c.budget,
+          parallel: c.parallel,
+          strategy: c.strategy,
+          durationS: c.duration_s,
+          control: c.control,
+          faults: c.faults,
+          vmProfile,
+        },
+      );
+      log.info(
+        {
+          campaign: report.campaignId,
+          capture: report.capture.id,
+          trials: report.explore.trials.length,
+          failed: report.explore.trials.filter((t) => t.outcome.failed).length,
+          signatures: report.explore.signatures_found.map((fp) => ({
+            fingerprint: fp,
+            ...report.titles[fp],
+          })),
+          ...(report.explore.error ? { stopped_early: report.explore.error.message } : {}),
+        },
+        "campaign: finished",
+      );
+      return report;
+    } finally {
+      await explorerStore.close();
+    }
+  }
+
+  private readHistory(): History {
+    try {
+      return JSON.parse(readFileSync(this.historyFile, "utf8")) as History;
+    } catch {
+      return {};
+    }
+  }
+
+  private writeHistory(h: History): void {
+    mkdirSync(dirname(this.historyFile), { recursive: true });
+    const tmp = `${this.historyFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify(h, null, 2));
+    renameSync(tmp, this.historyFile);
+  }
+}
+
+export interface CampaignEventLine {
+  level: "info" | "warn";
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+/** What an operator wants to see of a campaign event (one line), or nothing. */
+export function describeCampaignEvent(e: CampaignEvent): CampaignEventLine | undefined {
+  const info = (msg: string, fields: Record<string, unknown> = {}): CampaignEventLine => ({
+    level: "info",
+    msg,
+    fields,
+  });
+  switch (e.type) {
+    case "capturing":
+      return info("campaign: capturing", { vm: e.vm });
+    case "captured":
+      return info("campaign: captured", {
+        capture: e.record.id,
+        pause_ms: Math.round(e.record.pause_ms * 10) / 10,
+        stored_bytes: e.record.stored_bytes,
+      });
+    case "faults":
+      return e.unavailable.length
+        ? info("campaign: fault kinds", { usable: e.usable, unavailable: e.unavailable })
+        : undefined;
+    case "batch":
+      return info("campaign: batch done", { batch: e.result.campaign, done: e.done, budget: e.budget });
+    case "lab": {
+      const ev = e.event;
+      switch (ev.type) {
+        case "started":
+          return info("shadow: started", { shadow: ev.shadow, control: ev.control, profile: ev.profile });
+        case "failure":
+          return info("shadow: failure", {
+            shadow: ev.shadow,
+            class: ev.failure.class,
+            title: ev.failure.title,
+          });
+        case "outcome":
+          return info("shadow: outcome", {
+            shadow: ev.shadow,
+            outcome: ev.outcome,
+            failures: ev.failures.map((f) => f.title),
+            notes: ev.notes,
+          });
+        case "refused":
+        case "guard":
+          return {
+            level: "warn",
+            msg: `shadow: ${ev.type}`,
+            fields: { shadow: ev.shadow, reason: ev.reason },
+          };
+        case "control":
+          return info("shadow: control verdict", { verdict: ev.verdict });
+        default:
+          return undefined;
+      }
+    }
+  }
+}
+
+/** One JSON log line per thing an operator would want to see happen. */
+export function logCampaignEvent(log: Logger, e: CampaignEvent): void {
+  const line = describeCampaignEvent(e);
+  if (line) log[line.level](line.fields, line.msg);
+}

@@ -1,0 +1,242 @@
+// The campaign's parts that need no QEMU: what is reported for each run, how the trial runner
+// turns lab batches into explorer outcomes (retries, control), and what the host's capabilities
+// leave of the search space. The real path runs in test/src/explore-real-shadows.test.ts.
+import { EventEmitter } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_PROFILE_BOUNDS, failureFingerprint, type StressProfile, shadowvm } from "@shadowvm/shared";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import type { DetectedFailure } from "../detection/index.js";
+import { OracleError } from "../explorer/runner.js";
+import type { RestoredCapture } from "../shadow/restored-capture.js";
+import type { CampaignOptions, CampaignResult, ShadowLab, ShadowRunResult } from "../shadow/shadow-lab.js";
+import { SignatureDb } from "../signatures/index.js";
+import { type RecordSink, RunReporter, shadowRunMessage } from "./run-reporter.js";
+import { boundsFor, usableFaults } from "./shadow-campaign.js";
+import { primarySignature, ShadowTrialRunner } from "./shadow-trial-runner.js";
+
+const profile = (memory: number): StressProfile => ({
+  cpu_load: 0.5,
+  memory_load: memory,
+  io_load: 0,
+  net_latency_ms: 0,
+  net_loss_pct: 0,
+  faults: [],
+  duration_s: 60,
+});
+
+function failure(title: string, cls: DetectedFailure["class"]): DetectedFailure {
+  return {
+    title,
+    class: cls,
+    frame: null,
+    fingerprint: failureFingerprint(title, cls as Parameters<typeof failureFingerprint>[1]),
+    corrupted: false,
+    evidence: [title],
+    offsetMs: 1234,
+    lastOffsetMs: 1234,
+    count: 1,
+    source: "console",
+    group: 0,
+  } as DetectedFailure;
+}
+
+const OOM = failure("Out of memory: Killed process svm-leak", "oom");
+const PANIC = failure("QEMU: guest panicked", "panic");
+
+function run(
+  shadow: string,
+  outcome: ShadowRunResult["outcome"],
+  failures: DetectedFailure[] = [],
+): ShadowRunResult {
+  return { shadow, control: false, profile: profile(0.5), outcome, failures, notes: [] };
+}
+
+class MemorySink implements RecordSink {
+  readonly records: Record<string, unknown>[] = [];
+  async append(body: Parameters<RecordSink["append"]>[0]) {
+    this.records.push(body as Record<string, unknown>);
+    return { seq: this.records.length } as unknown as Awaited<ReturnType<RecordSink["append"]>>;
+  }
+}
+
+/** A lab that answers each runCampaign with the next scripted batch (and emits "started"). */
+class ScriptedLab extends EventEmitter {
+  readonly calls: CampaignOptions[] = [];
+  constructor(
+    private readonly script: ((
+      o: CampaignOptions,
+    ) => Partial<CampaignResult> & { runs: ShadowRunResult[] })[],
+  ) {
+    super();
+  }
+  async runCampaign(_capture: RestoredCapture, o: CampaignOptions): Promise<CampaignResult> {
+    this.calls.push(o);
+    const next = this.script.shift();
+    if (!next) throw new Error("no more scripted batches");
+    const r = next(o);
+    for (const x of r.runs)
+      this.emit("event", { type: "started", shadow: x.shadow, control: x.control, profile: x.profile });
+    return {
+      campaign: `b${this.calls.length}`,
+      capture: "cap1",
+      vm: "prod",
+      network: "user",
+      startedAt: new Date(1000).toISOString(),
+      finishedAt: new Date(2000).toISOString(),
+      ...r,
+    };
+  }
+}
+
+const dirs: string[] = [];
+test.after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const ctx = { campaignId: "c-1", captureId: "cap1", vmName: "prod", vmUuid: "u-1", strategy: "adaptive" };
+const capture = { captureId: "cap1", vm: "prod", inventory: { uuid: "u-1" } } as unknown as RestoredCapture;
+
+test("a finished run is reported with its outcome, failures and the signature updates it caused", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "svm-campaign-"));
+  dirs.push(dir);
+  const db = await SignatureDb.open(join(dir, "sig"));
+  const sink = new MemorySink();
+  const reporter = new RunReporter(ctx, sink, db);
+  await reporter.started({ shadow: "b1-1", control: false, profile: profile(0.9) }, 1000);
+  await reporter.finished(run("b1-1", "failed", [OOM, PANIC]), 5000);
+  const runs = sink.records
+    .filter((r) => "shadow_run" in r)
+    .map((r) => r["shadow_run"] as shadowvm.v1.IShadowRun);
+  assert.is(runs.length, 2);
+  assert.is(runs[0]!.id, "c-1/b1-1");
+  assert.is(runs[0]!.outcome, undefined, "the start message has no outcome yet");
+  assert.is(runs[1]!.outcome, shadowvm.v1.Outcome.OUTCOME_FAILED);
+  assert.is(runs[1]!.started_at_ms, 1000);
+  assert.is(runs[1]!.finished_at_ms, 5000);
+  assert.equal(
+    runs[1]!.failures!.map((f) => f.fingerprint),
+    [OOM.fingerprint, PANIC.fingerprint],
+  );
+  const updates = sink.records.filter((r) => "signature_update" in r);
+  assert.is(updates.length, 2, "one update per new signature");
+  assert.equal(await db.pendingUpdates(), [], "forwarded updates are acknowledged in the database");
+  await db.close();
+});
+
+test("a control run is labelled as such and adds nothing to the signature database", async () => {
+  const msg = shadowRunMessage(ctx, { shadow: "b1-c", control: true, profile: profile(0), notes: [] }, {});
+  assert.is(msg.strategy, "control");
+  assert.is(msg.control, true);
+});
+
+test("without a sink nothing is shipped, and the reporter says so", async () => {
+  const reporter = new RunReporter(ctx, undefined, undefined);
+  assert.is(reporter.shipping, false);
+  await reporter.finished(run("b1-1", "ok"), 10);
+});
+
+test("the explorer sees the primary failure of a failed run, nothing of a passed one", () => {
+  assert.equal(primarySignature(run("x", "failed", [OOM, PANIC])), [OOM.fingerprint]);
+  assert.equal(primarySignature(run("x", "ok")), []);
+});
+
+test("an inconclusive shadow is run again; the retried outcome counts", async () => {
+  const lab = new ScriptedLab([
+    (o) => ({
+      runs: [
+        { ...run("b1-c", "ok"), control: true },
+        run("b1-1", "inconclusive"),
+        run("b1-2", "failed", [OOM]),
+      ],
+      control: { healthy: true },
+      ...(o.control ? {} : {}),
+    }),
+    () => ({ runs: [run("b2-1", "ok")] }),
+  ]);
+  const sink = new MemorySink();
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, sink, undefined),
+  });
+  const outcomes = await runner.run([profile(0.2), profile(0.9)]);
+  assert.equal(outcomes, [
+    { failed: false, signatures: [] },
+    { failed: true, signatures: [OOM.fingerprint] },
+  ]);
+  assert.is(lab.calls.length, 2);
+  assert.is(lab.calls[0]!.control, true, "the first batch has the control");
+  assert.is(lab.calls[1]!.control, false, "the retry does not repeat a healthy control");
+  assert.equal(
+    lab.calls[1]!.runs.map((r) => r.profile.memory_load),
+    [0.2],
+    "only the inconclusive profile is retried",
+  );
+  // Every run of both batches reported: started and finished.
+  assert.is(sink.records.filter((r) => "shadow_run" in r).length, 2 * 4);
+});
+
+test("twice inconclusive ends the batch with an error that keeps the outcomes before it", async () => {
+  const lab = new ScriptedLab([
+    () => ({ runs: [run("b1-1", "failed", [OOM]), run("b1-2", "inconclusive")] }),
+    () => ({ runs: [run("b2-1", "inconclusive")] }),
+  ]);
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, undefined, undefined),
+    control: false,
+  });
+  try {
+    await runner.run([profile(0.9), profile(0.5)]);
+    assert.unreachable("should have thrown");
+  } catch (err) {
+    assert.instance(err, OracleError);
+    assert.equal((err as OracleError).completed, [{ failed: true, signatures: [OOM.fingerprint] }]);
+    assert.match((err as Error).message, /inconclusive twice/);
+  }
+});
+
+test("an unhealthy control is run again with the next batch", async () => {
+  const lab = new ScriptedLab([
+    () => ({
+      runs: [{ ...run("b1-c", "failed", [PANIC]), control: true }, run("b1-1", "inconclusive")],
+      control: { healthy: false, reason: "the control failed" },
+    }),
+    () => ({
+      runs: [{ ...run("b2-c", "ok"), control: true }, run("b2-1", "ok")],
+      control: { healthy: true },
+    }),
+  ]);
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, undefined, undefined),
+  });
+  assert.equal(await runner.run([profile(0.3)]), [{ failed: false, signatures: [] }]);
+  assert.is(lab.calls[1]!.control, true);
+});
+
+test("the search space shrinks to what the host can apply; faults to what it can inject", () => {
+  const none = { available: false, reason: "no cgroup CPU controller" };
+  const yes = { available: true };
+  const b = boundsFor({
+    cpu_contention: none,
+    memory_pressure: yes,
+    io_throttling: yes,
+    net_impairment: none,
+  });
+  assert.equal(b.cpu_load, [DEFAULT_PROFILE_BOUNDS.cpu_load[0], 1]);
+  assert.equal(b.memory_load, DEFAULT_PROFILE_BOUNDS.memory_load);
+  assert.equal(b.net_latency_ms, [0, 0]);
+  assert.equal(b.net_loss_pct, [0, 0]);
+  const f = usableFaults({ nmi: yes, memory_error: none, disk_io_error: yes }, ["nmi", "memory_error"]);
+  assert.equal(f.usable, ["nmi"]);
+  assert.equal(f.unavailable, [{ kind: "memory_error", reason: "no cgroup CPU controller" }]);
+  assert.equal(usableFaults({ nmi: yes }, undefined).usable, ["nmi"]);
+});
+
+test.run();
