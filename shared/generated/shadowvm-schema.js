@@ -449,6 +449,13 @@ export const schema = {
           "type": "shadowvm.v1.SignatureUpdate",
           "kind": "message",
           "rule": "single"
+        },
+        {
+          "name": "production_event",
+          "id": 63,
+          "type": "shadowvm.v1.ProductionEvent",
+          "kind": "message",
+          "rule": "single"
         }
       ],
       "oneofs": {
@@ -468,7 +475,8 @@ export const schema = {
           "capture_record",
           "shadow_run",
           "failure",
-          "signature_update"
+          "signature_update",
+          "production_event"
         ]
       }
     },
@@ -583,6 +591,13 @@ export const schema = {
           "type": "string",
           "kind": "scalar",
           "rule": "single"
+        },
+        {
+          "name": "precursors",
+          "id": 10,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "repeated"
         }
       ],
       "oneofs": {}
@@ -788,6 +803,81 @@ export const schema = {
           "name": "host_interface",
           "id": 5,
           "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        }
+      ],
+      "oneofs": {}
+    },
+    "shadowvm.v1.ProductionEvent": {
+      "fields": [
+        {
+          "name": "vm_uuid",
+          "id": 1,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "vm_name",
+          "id": 2,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "ts_ms",
+          "id": 3,
+          "type": "int64",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "kind",
+          "id": 4,
+          "type": "shadowvm.v1.ProductionEventKind",
+          "kind": "enum",
+          "rule": "single"
+        },
+        {
+          "name": "fingerprint",
+          "id": 5,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "title",
+          "id": 6,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "class",
+          "id": 7,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "line",
+          "id": 8,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "pattern",
+          "id": 9,
+          "type": "string",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "suppressed",
+          "id": 10,
+          "type": "uint32",
           "kind": "scalar",
           "rule": "single"
         }
@@ -1320,6 +1410,11 @@ export const schema = {
       "OUTCOME_OK": 1,
       "OUTCOME_FAILED": 2,
       "OUTCOME_INCONCLUSIVE": 3
+    },
+    "shadowvm.v1.ProductionEventKind": {
+      "PRODUCTION_EVENT_KIND_UNSPECIFIED": 0,
+      "PRODUCTION_EVENT_KIND_PRECURSOR": 1,
+      "PRODUCTION_EVENT_KIND_FAILURE": 2
     },
     "shadowvm.v1.SampleScope": {
       "SAMPLE_SCOPE_UNSPECIFIED": 0,

@@ -1516,11 +1516,14 @@ export namespace shadowvm {
             /** Envelope signature_update. */
             signature_update?: (shadowvm.v1.SignatureUpdate.$Properties|null);
 
+            /** Envelope production_event. */
+            production_event?: (shadowvm.v1.ProductionEvent.$Properties|null);
+
             /**
              * Exactly one is set. Numbers are grouped by topic, with room to grow in each group: control
              * 10..29, inventory 30..39, telemetry 40..49, capture 50..59, shadows and failures 60..79.
              */
-            body?: ("hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update");
+            body?: ("hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update"|"production_event");
 
             /**
              * Creates a new Envelope instance using the specified properties.
@@ -1635,11 +1638,14 @@ export namespace shadowvm {
                 /** Envelope signature_update */
                 signature_update?: (shadowvm.v1.SignatureUpdate.$Properties|null);
 
+                /** Envelope production_event */
+                production_event?: (shadowvm.v1.ProductionEvent.$Properties|null);
+
                 /**
                  * Exactly one is set. Numbers are grouped by topic, with room to grow in each group: control
                  * 10..29, inventory 30..39, telemetry 40..49, capture 50..59, shadows and failures 60..79.
                  */
-                body?: ("hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update");
+                body?: ("hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update"|"production_event");
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -1667,9 +1673,10 @@ export namespace shadowvm {
               shadow_run?: shadowvm.v1.ShadowRun.$Shape|null;
               failure?: shadowvm.v1.Failure.$Shape|null;
               signature_update?: shadowvm.v1.SignatureUpdate.$Shape|null;
+              production_event?: shadowvm.v1.ProductionEvent.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ body?: undefined; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "hello"; hello: shadowvm.v1.Hello.$Shape; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "auth_challenge"; hello?: null; auth_challenge: shadowvm.v1.AuthChallenge.$Shape; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "enroll_request"; hello?: null; auth_challenge?: null; enroll_request: shadowvm.v1.EnrollRequest.$Shape; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "enroll_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result: shadowvm.v1.EnrollResult.$Shape; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "auth_response"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response: shadowvm.v1.AuthResponse.$Shape; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "auth_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result: shadowvm.v1.AuthResult.$Shape; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "ack"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack: shadowvm.v1.Ack.$Shape; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "error"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error: shadowvm.v1.Error.$Shape; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "heartbeat"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat: shadowvm.v1.Heartbeat.$Shape; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "host_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory: shadowvm.v1.HostInventory.$Shape; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "vm_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory: shadowvm.v1.VmInventory.$Shape; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "telemetry_batch"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch: shadowvm.v1.TelemetryBatch.$Shape; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "capture_record"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record: shadowvm.v1.CaptureRecord.$Shape; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "shadow_run"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run: shadowvm.v1.ShadowRun.$Shape; failure?: null; signature_update?: null }|{ body?: "failure"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure: shadowvm.v1.Failure.$Shape; signature_update?: null }|{ body?: "signature_update"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update: shadowvm.v1.SignatureUpdate.$Shape })
+              ({ body?: undefined; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "hello"; hello: shadowvm.v1.Hello.$Shape; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "auth_challenge"; hello?: null; auth_challenge: shadowvm.v1.AuthChallenge.$Shape; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "enroll_request"; hello?: null; auth_challenge?: null; enroll_request: shadowvm.v1.EnrollRequest.$Shape; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "enroll_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result: shadowvm.v1.EnrollResult.$Shape; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "auth_response"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response: shadowvm.v1.AuthResponse.$Shape; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "auth_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result: shadowvm.v1.AuthResult.$Shape; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "ack"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack: shadowvm.v1.Ack.$Shape; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "error"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error: shadowvm.v1.Error.$Shape; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "heartbeat"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat: shadowvm.v1.Heartbeat.$Shape; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "host_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory: shadowvm.v1.HostInventory.$Shape; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "vm_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory: shadowvm.v1.VmInventory.$Shape; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "telemetry_batch"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch: shadowvm.v1.TelemetryBatch.$Shape; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "capture_record"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record: shadowvm.v1.CaptureRecord.$Shape; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "shadow_run"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run: shadowvm.v1.ShadowRun.$Shape; failure?: null; signature_update?: null; production_event?: null }|{ body?: "failure"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure: shadowvm.v1.Failure.$Shape; signature_update?: null; production_event?: null }|{ body?: "signature_update"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update: shadowvm.v1.SignatureUpdate.$Shape; production_event?: null }|{ body?: "production_event"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event: shadowvm.v1.ProductionEvent.$Shape })
             );
         }
 
@@ -1740,6 +1747,14 @@ export namespace shadowvm {
              * ShadowRun.failures.
              */
             shadow_run_id: string;
+
+            /**
+             * Early-warning console patterns that preceded this failure in the shadow (lines before its first
+             * evidence line, within a window, minus the control shadow's and the shadow's own start-up
+             * noise), normalized like fingerprints (no addresses, pids, timestamps, numbers, CPU ids), most
+             * specific first. Matched against production consoles (ProductionEvent).
+             */
+            precursors: string[];
 
             /**
              * Creates a new Failure instance using the specified properties.
@@ -1823,6 +1838,14 @@ export namespace shadowvm {
                  * ShadowRun.failures.
                  */
                 shadow_run_id?: (string|null);
+
+                /**
+                 * Early-warning console patterns that preceded this failure in the shadow (lines before its first
+                 * evidence line, within a window, minus the control shadow's and the shadow's own start-up
+                 * noise), normalized like fingerprints (no addresses, pids, timestamps, numbers, CPU ids), most
+                 * specific first. Matched against production consoles (ProductionEvent).
+                 */
+                precursors?: (string[]|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -2352,6 +2375,171 @@ export namespace shadowvm {
 
             /** Shape of a VmInventory. */
             type $Shape = shadowvm.v1.VmInventory.$Properties;
+        }
+
+        /** ProductionEventKind enum. */
+        enum ProductionEventKind {
+
+            /** PRODUCTION_EVENT_KIND_UNSPECIFIED value */
+            PRODUCTION_EVENT_KIND_UNSPECIFIED = 0,
+
+            /**
+             * A console line whose normalized pattern is a precursor of `fingerprint` (Failure.precursors):
+             * an early warning that the VM may be heading toward that failure.
+             */
+            PRODUCTION_EVENT_KIND_PRECURSOR = 1,
+
+            /**
+             * The console parser found a failure report on the production console (e.g. an OOM kill):
+             * production really failed that way.
+             */
+            PRODUCTION_EVENT_KIND_FAILURE = 2
+        }
+
+        /**
+         * Properties of a ProductionEvent.
+         * @deprecated Use shadowvm.v1.ProductionEvent.$Properties instead.
+         */
+        interface IProductionEvent extends shadowvm.v1.ProductionEvent.$Properties {
+        }
+
+        /** Represents a ProductionEvent. */
+        class ProductionEvent {
+
+            /**
+             * Constructs a new ProductionEvent.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: shadowvm.v1.ProductionEvent.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** ProductionEvent vm_uuid. */
+            vm_uuid: string;
+
+            /** ProductionEvent vm_name. */
+            vm_name: string;
+
+            /** When the agent read the line (ms since the epoch). */
+            ts_ms: number;
+
+            /** ProductionEvent kind. */
+            kind: shadowvm.v1.ProductionEventKind;
+
+            /** The signature: the precursor's failure, or the production failure's own fingerprint. */
+            fingerprint: string;
+
+            /** ProductionEvent title. */
+            title: string;
+
+            /** ProductionEvent class. */
+            class: string;
+
+            /** The console line (PRECURSOR) or the failure's first evidence line (FAILURE), clipped. */
+            line: string;
+
+            /** The matched precursor pattern (PRECURSOR); empty for FAILURE. */
+            pattern: string;
+
+            /**
+             * Further matches of the same (kind, fingerprint, pattern) folded into this event by the agent's
+             * rate limit since the previous event was sent.
+             */
+            suppressed: number;
+
+            /**
+             * Creates a new ProductionEvent instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns ProductionEvent instance
+             */
+            static create(properties: shadowvm.v1.ProductionEvent.$Shape): shadowvm.v1.ProductionEvent & shadowvm.v1.ProductionEvent.$Shape;
+            static create(properties?: shadowvm.v1.ProductionEvent.$Properties): shadowvm.v1.ProductionEvent;
+
+            /**
+             * Encodes the specified ProductionEvent message. Does not implicitly {@link shadowvm.v1.ProductionEvent.verify|verify} messages.
+             * @param message ProductionEvent message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: shadowvm.v1.ProductionEvent.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a ProductionEvent message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {shadowvm.v1.ProductionEvent & shadowvm.v1.ProductionEvent.$Shape} ProductionEvent
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): shadowvm.v1.ProductionEvent & shadowvm.v1.ProductionEvent.$Shape;
+
+            /**
+             * Creates a ProductionEvent message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns ProductionEvent
+             */
+            static fromObject(object: { [k: string]: any }): shadowvm.v1.ProductionEvent;
+
+            /**
+             * Creates a plain object from a ProductionEvent message. Also converts values to other types if specified.
+             * @param message ProductionEvent
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: shadowvm.v1.ProductionEvent, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this ProductionEvent to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace ProductionEvent {
+
+            /** Properties of a ProductionEvent. */
+            interface $Properties {
+
+                /** ProductionEvent vm_uuid */
+                vm_uuid?: (string|null);
+
+                /** ProductionEvent vm_name */
+                vm_name?: (string|null);
+
+                /** When the agent read the line (ms since the epoch). */
+                ts_ms?: (number|null);
+
+                /** ProductionEvent kind */
+                kind?: (shadowvm.v1.ProductionEventKind|null);
+
+                /** The signature: the precursor's failure, or the production failure's own fingerprint. */
+                fingerprint?: (string|null);
+
+                /** ProductionEvent title */
+                title?: (string|null);
+
+                /** ProductionEvent class */
+                "class"?: (string|null);
+
+                /** The console line (PRECURSOR) or the failure's first evidence line (FAILURE), clipped. */
+                line?: (string|null);
+
+                /** The matched precursor pattern (PRECURSOR); empty for FAILURE. */
+                pattern?: (string|null);
+
+                /**
+                 * Further matches of the same (kind, fingerprint, pattern) folded into this event by the agent's
+                 * rate limit since the previous event was sent.
+                 */
+                suppressed?: (number|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a ProductionEvent. */
+            type $Shape = shadowvm.v1.ProductionEvent.$Properties;
         }
 
         /** FaultKind enum. */

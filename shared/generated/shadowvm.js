@@ -4338,7 +4338,8 @@ export const shadowvm = $root.shadowvm = (() => {
              * @property {shadowvm.v1.ShadowRun.$Properties|null} [shadow_run] Envelope shadow_run
              * @property {shadowvm.v1.Failure.$Properties|null} [failure] Envelope failure
              * @property {shadowvm.v1.SignatureUpdate.$Properties|null} [signature_update] Envelope signature_update
-             * @property {"hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update"} [body] Exactly one is set. Numbers are grouped by topic, with room to grow in each group: control
+             * @property {shadowvm.v1.ProductionEvent.$Properties|null} [production_event] Envelope production_event
+             * @property {"hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update"|"production_event"} [body] Exactly one is set. Numbers are grouped by topic, with room to grow in each group: control
              * 10..29, inventory 30..39, telemetry 40..49, capture 50..59, shadows and failures 60..79.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -4374,9 +4375,10 @@ export const shadowvm = $root.shadowvm = (() => {
              *   shadow_run?: shadowvm.v1.ShadowRun.$Shape|null;
              *   failure?: shadowvm.v1.Failure.$Shape|null;
              *   signature_update?: shadowvm.v1.SignatureUpdate.$Shape|null;
+             *   production_event?: shadowvm.v1.ProductionEvent.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ body?: undefined; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "hello"; hello: shadowvm.v1.Hello.$Shape; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "auth_challenge"; hello?: null; auth_challenge: shadowvm.v1.AuthChallenge.$Shape; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "enroll_request"; hello?: null; auth_challenge?: null; enroll_request: shadowvm.v1.EnrollRequest.$Shape; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "enroll_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result: shadowvm.v1.EnrollResult.$Shape; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "auth_response"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response: shadowvm.v1.AuthResponse.$Shape; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "auth_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result: shadowvm.v1.AuthResult.$Shape; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "ack"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack: shadowvm.v1.Ack.$Shape; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "error"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error: shadowvm.v1.Error.$Shape; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "heartbeat"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat: shadowvm.v1.Heartbeat.$Shape; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "host_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory: shadowvm.v1.HostInventory.$Shape; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "vm_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory: shadowvm.v1.VmInventory.$Shape; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "telemetry_batch"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch: shadowvm.v1.TelemetryBatch.$Shape; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "capture_record"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record: shadowvm.v1.CaptureRecord.$Shape; shadow_run?: null; failure?: null; signature_update?: null }|{ body?: "shadow_run"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run: shadowvm.v1.ShadowRun.$Shape; failure?: null; signature_update?: null }|{ body?: "failure"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure: shadowvm.v1.Failure.$Shape; signature_update?: null }|{ body?: "signature_update"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update: shadowvm.v1.SignatureUpdate.$Shape })
+             *   ({ body?: undefined; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "hello"; hello: shadowvm.v1.Hello.$Shape; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "auth_challenge"; hello?: null; auth_challenge: shadowvm.v1.AuthChallenge.$Shape; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "enroll_request"; hello?: null; auth_challenge?: null; enroll_request: shadowvm.v1.EnrollRequest.$Shape; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "enroll_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result: shadowvm.v1.EnrollResult.$Shape; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "auth_response"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response: shadowvm.v1.AuthResponse.$Shape; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "auth_result"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result: shadowvm.v1.AuthResult.$Shape; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "ack"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack: shadowvm.v1.Ack.$Shape; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "error"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error: shadowvm.v1.Error.$Shape; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "heartbeat"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat: shadowvm.v1.Heartbeat.$Shape; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "host_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory: shadowvm.v1.HostInventory.$Shape; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "vm_inventory"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory: shadowvm.v1.VmInventory.$Shape; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "telemetry_batch"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch: shadowvm.v1.TelemetryBatch.$Shape; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "capture_record"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record: shadowvm.v1.CaptureRecord.$Shape; shadow_run?: null; failure?: null; signature_update?: null; production_event?: null }|{ body?: "shadow_run"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run: shadowvm.v1.ShadowRun.$Shape; failure?: null; signature_update?: null; production_event?: null }|{ body?: "failure"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure: shadowvm.v1.Failure.$Shape; signature_update?: null; production_event?: null }|{ body?: "signature_update"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update: shadowvm.v1.SignatureUpdate.$Shape; production_event?: null }|{ body?: "production_event"; hello?: null; auth_challenge?: null; enroll_request?: null; enroll_result?: null; auth_response?: null; auth_result?: null; ack?: null; error?: null; heartbeat?: null; host_inventory?: null; vm_inventory?: null; telemetry_batch?: null; capture_record?: null; shadow_run?: null; failure?: null; signature_update?: null; production_event: shadowvm.v1.ProductionEvent.$Shape })
              * )} shadowvm.v1.Envelope.$Shape
              */
 
@@ -4564,18 +4566,26 @@ export const shadowvm = $root.shadowvm = (() => {
              */
             Envelope.prototype.signature_update = null;
 
+            /**
+             * Envelope production_event.
+             * @member {shadowvm.v1.ProductionEvent.$Properties|null|undefined} production_event
+             * @memberof shadowvm.v1.Envelope
+             * @instance
+             */
+            Envelope.prototype.production_event = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * Exactly one is set. Numbers are grouped by topic, with room to grow in each group: control
              * 10..29, inventory 30..39, telemetry 40..49, capture 50..59, shadows and failures 60..79.
-             * @member {"hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update"|undefined} body
+             * @member {"hello"|"auth_challenge"|"enroll_request"|"enroll_result"|"auth_response"|"auth_result"|"ack"|"error"|"heartbeat"|"host_inventory"|"vm_inventory"|"telemetry_batch"|"capture_record"|"shadow_run"|"failure"|"signature_update"|"production_event"|undefined} body
              * @memberof shadowvm.v1.Envelope
              * @instance
              */
             $Object.defineProperty(Envelope.prototype, "body", {
-                get: $util.oneOfGetter($oneOfFields = ["hello", "auth_challenge", "enroll_request", "enroll_result", "auth_response", "auth_result", "ack", "error", "heartbeat", "host_inventory", "vm_inventory", "telemetry_batch", "capture_record", "shadow_run", "failure", "signature_update"]),
+                get: $util.oneOfGetter($oneOfFields = ["hello", "auth_challenge", "enroll_request", "enroll_result", "auth_response", "auth_result", "ack", "error", "heartbeat", "host_inventory", "vm_inventory", "telemetry_batch", "capture_record", "shadow_run", "failure", "signature_update", "production_event"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -4651,6 +4661,8 @@ export const shadowvm = $root.shadowvm = (() => {
                     $root.shadowvm.v1.Failure.encode(message.failure, writer.uint32(/* id 61, wireType 2 =*/490).fork(), _depth + 1).ldelim();
                 if (message.signature_update != null && $Object.hasOwnProperty.call(message, "signature_update"))
                     $root.shadowvm.v1.SignatureUpdate.encode(message.signature_update, writer.uint32(/* id 62, wireType 2 =*/498).fork(), _depth + 1).ldelim();
+                if (message.production_event != null && $Object.hasOwnProperty.call(message, "production_event"))
+                    $root.shadowvm.v1.ProductionEvent.encode(message.production_event, writer.uint32(/* id 63, wireType 2 =*/506).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -4843,6 +4855,13 @@ export const shadowvm = $root.shadowvm = (() => {
                             message.body = "signature_update";
                             continue;
                         }
+                    case 63: {
+                            if (wireType !== 2)
+                                break;
+                            message.production_event = $root.shadowvm.v1.ProductionEvent.decode(reader, reader.size(), $undefined, _depth + 1, message.production_event);
+                            message.body = "production_event";
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -4991,6 +5010,11 @@ export const shadowvm = $root.shadowvm = (() => {
                         throw $TypeError(".shadowvm.v1.Envelope.signature_update: object expected");
                     message.signature_update = $root.shadowvm.v1.SignatureUpdate.fromObject(object.signature_update, _depth + 1);
                 }
+                if (object.production_event != null) {
+                    if (!$util.isObject(object.production_event))
+                        throw $TypeError(".shadowvm.v1.Envelope.production_event: object expected");
+                    message.production_event = $root.shadowvm.v1.ProductionEvent.fromObject(object.production_event, _depth + 1);
+                }
                 return message;
             };
 
@@ -5132,6 +5156,11 @@ export const shadowvm = $root.shadowvm = (() => {
                     if (options.oneofs)
                         object.body = "signature_update";
                 }
+                if (message.production_event != null && $Object.hasOwnProperty.call(message, "production_event")) {
+                    object.production_event = $root.shadowvm.v1.ProductionEvent.toObject(message.production_event, options, _depth + 1);
+                    if (options.oneofs)
+                        object.body = "production_event";
+                }
                 return object;
             };
 
@@ -5184,6 +5213,10 @@ export const shadowvm = $root.shadowvm = (() => {
              * @property {shadowvm.v1.FailureSource|null} [source] Failure source
              * @property {string|null} [shadow_run_id] The ShadowRun.id this belongs to, when sent on its own as an Envelope body; empty inside
              * ShadowRun.failures.
+             * @property {Array.<string>|null} [precursors] Early-warning console patterns that preceded this failure in the shadow (lines before its first
+             * evidence line, within a window, minus the control shadow's and the shadow's own start-up
+             * noise), normalized like fingerprints (no addresses, pids, timestamps, numbers, CPU ids), most
+             * specific first. Matched against production consoles (ProductionEvent).
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5210,6 +5243,7 @@ export const shadowvm = $root.shadowvm = (() => {
              */
             const Failure = function (properties) {
                 this.evidence = [];
+                this.precursors = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -5290,6 +5324,17 @@ export const shadowvm = $root.shadowvm = (() => {
             Failure.prototype.shadow_run_id = "";
 
             /**
+             * Early-warning console patterns that preceded this failure in the shadow (lines before its first
+             * evidence line, within a window, minus the control shadow's and the shadow's own start-up
+             * noise), normalized like fingerprints (no addresses, pids, timestamps, numbers, CPU ids), most
+             * specific first. Matched against production consoles (ProductionEvent).
+             * @member {Array.<string>} precursors
+             * @memberof shadowvm.v1.Failure
+             * @instance
+             */
+            Failure.prototype.precursors = $util.emptyArray;
+
+            /**
              * Creates a new Failure instance using the specified properties.
              * @function create
              * @memberof shadowvm.v1.Failure
@@ -5340,6 +5385,9 @@ export const shadowvm = $root.shadowvm = (() => {
                     writer.uint32(/* id 8, wireType 0 =*/64).int32(message.source);
                 if (message.shadow_run_id != null && $Object.hasOwnProperty.call(message, "shadow_run_id") && message.shadow_run_id !== "")
                     writer.uint32(/* id 9, wireType 2 =*/74).string(message.shadow_run_id);
+                if (message.precursors != null && message.precursors.length)
+                    for (let i = 0; i < message.precursors.length; ++i)
+                        writer.uint32(/* id 10, wireType 2 =*/82).string(message.precursors[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5464,6 +5512,14 @@ export const shadowvm = $root.shadowvm = (() => {
                                 delete message.shadow_run_id;
                             continue;
                         }
+                    case 10: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.precursors && message.precursors.length))
+                                message.precursors = [];
+                            message.precursors.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5560,6 +5616,13 @@ export const shadowvm = $root.shadowvm = (() => {
                 if (object.shadow_run_id != null)
                     if (typeof object.shadow_run_id !== "string" || object.shadow_run_id.length)
                         message.shadow_run_id = $String(object.shadow_run_id);
+                if (object.precursors) {
+                    if (!$Array.isArray(object.precursors))
+                        throw $TypeError(".shadowvm.v1.Failure.precursors: array expected");
+                    message.precursors = $Array(object.precursors.length);
+                    for (let i = 0; i < object.precursors.length; ++i)
+                        message.precursors[i] = $String(object.precursors[i]);
+                }
                 return message;
             };
 
@@ -5580,8 +5643,10 @@ export const shadowvm = $root.shadowvm = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
-                if (options.arrays || options.defaults)
+                if (options.arrays || options.defaults) {
                     object.evidence = [];
+                    object.precursors = [];
+                }
                 if (options.defaults) {
                     object.title = "";
                     object["class"] = "";
@@ -5622,6 +5687,11 @@ export const shadowvm = $root.shadowvm = (() => {
                     object.source = options.enums === $String ? $root.shadowvm.v1.FailureSource[message.source] === $undefined ? message.source : $root.shadowvm.v1.FailureSource[message.source] : message.source;
                 if (message.shadow_run_id != null && $Object.hasOwnProperty.call(message, "shadow_run_id"))
                     object.shadow_run_id = message.shadow_run_id;
+                if (message.precursors && message.precursors.length) {
+                    object.precursors = $Array(message.precursors.length);
+                    for (let j = 0; j < message.precursors.length; ++j)
+                        object.precursors[j] = message.precursors[j];
+                }
                 return object;
             };
 
@@ -7338,6 +7408,503 @@ export const shadowvm = $root.shadowvm = (() => {
             };
 
             return VmInventory;
+        })();
+
+        /**
+         * ProductionEventKind enum.
+         * @name shadowvm.v1.ProductionEventKind
+         * @enum {number}
+         * @property {number} PRODUCTION_EVENT_KIND_UNSPECIFIED=0 PRODUCTION_EVENT_KIND_UNSPECIFIED value
+         * @property {number} PRODUCTION_EVENT_KIND_PRECURSOR=1 A console line whose normalized pattern is a precursor of `fingerprint` (Failure.precursors):
+         * an early warning that the VM may be heading toward that failure.
+         * @property {number} PRODUCTION_EVENT_KIND_FAILURE=2 The console parser found a failure report on the production console (e.g. an OOM kill):
+         * production really failed that way.
+         */
+        v1.ProductionEventKind = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "PRODUCTION_EVENT_KIND_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "PRODUCTION_EVENT_KIND_PRECURSOR"] = 1;
+            values[valuesById[2] = "PRODUCTION_EVENT_KIND_FAILURE"] = 2;
+            return values;
+        })();
+
+        v1.ProductionEvent = (function() {
+
+            /**
+             * Properties of a ProductionEvent.
+             * @typedef {Object} shadowvm.v1.ProductionEvent.$Properties
+             * @property {string|null} [vm_uuid] ProductionEvent vm_uuid
+             * @property {string|null} [vm_name] ProductionEvent vm_name
+             * @property {number|null} [ts_ms] When the agent read the line (ms since the epoch).
+             * @property {shadowvm.v1.ProductionEventKind|null} [kind] ProductionEvent kind
+             * @property {string|null} [fingerprint] The signature: the precursor's failure, or the production failure's own fingerprint.
+             * @property {string|null} [title] ProductionEvent title
+             * @property {string|null} ["class"] ProductionEvent class
+             * @property {string|null} [line] The console line (PRECURSOR) or the failure's first evidence line (FAILURE), clipped.
+             * @property {string|null} [pattern] The matched precursor pattern (PRECURSOR); empty for FAILURE.
+             * @property {number|null} [suppressed] Further matches of the same (kind, fingerprint, pattern) folded into this event by the agent's
+             * rate limit since the previous event was sent.
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ProductionEvent.
+             * @memberof shadowvm.v1
+             * @interface IProductionEvent
+             * @augments shadowvm.v1.ProductionEvent.$Properties
+             * @deprecated Use shadowvm.v1.ProductionEvent.$Properties instead.
+             */
+
+            /**
+             * Shape of a ProductionEvent.
+             * @typedef {shadowvm.v1.ProductionEvent.$Properties} shadowvm.v1.ProductionEvent.$Shape
+             */
+
+            /**
+             * Constructs a new ProductionEvent.
+             * @memberof shadowvm.v1
+             * @classdesc Represents a ProductionEvent.
+             * @constructor
+             * @param {shadowvm.v1.ProductionEvent.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ProductionEvent = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * ProductionEvent vm_uuid.
+             * @member {string} vm_uuid
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.vm_uuid = "";
+
+            /**
+             * ProductionEvent vm_name.
+             * @member {string} vm_name
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.vm_name = "";
+
+            /**
+             * When the agent read the line (ms since the epoch).
+             * @member {number} ts_ms
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.ts_ms = $util.Long ? $util.Long.fromBits(0,0,false) : 0;
+
+            /**
+             * ProductionEvent kind.
+             * @member {shadowvm.v1.ProductionEventKind} kind
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.kind = 0;
+
+            /**
+             * The signature: the precursor's failure, or the production failure's own fingerprint.
+             * @member {string} fingerprint
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.fingerprint = "";
+
+            /**
+             * ProductionEvent title.
+             * @member {string} title
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.title = "";
+
+            /**
+             * ProductionEvent class.
+             * @member {string} class
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype["class"] = "";
+
+            /**
+             * The console line (PRECURSOR) or the failure's first evidence line (FAILURE), clipped.
+             * @member {string} line
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.line = "";
+
+            /**
+             * The matched precursor pattern (PRECURSOR); empty for FAILURE.
+             * @member {string} pattern
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.pattern = "";
+
+            /**
+             * Further matches of the same (kind, fingerprint, pattern) folded into this event by the agent's
+             * rate limit since the previous event was sent.
+             * @member {number} suppressed
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.suppressed = 0;
+
+            /**
+             * Creates a new ProductionEvent instance using the specified properties.
+             * @function create
+             * @memberof shadowvm.v1.ProductionEvent
+             * @static
+             * @param {shadowvm.v1.ProductionEvent.$Properties=} [properties] Properties to set
+             * @returns {shadowvm.v1.ProductionEvent} ProductionEvent instance
+             * @type {{
+             *   (properties: shadowvm.v1.ProductionEvent.$Shape): shadowvm.v1.ProductionEvent & shadowvm.v1.ProductionEvent.$Shape;
+             *   (properties?: shadowvm.v1.ProductionEvent.$Properties): shadowvm.v1.ProductionEvent;
+             * }}
+             */
+            ProductionEvent.create = function(properties) {
+                return new ProductionEvent(properties);
+            };
+
+            /**
+             * Encodes the specified ProductionEvent message. Does not implicitly {@link shadowvm.v1.ProductionEvent.verify|verify} messages.
+             * @function encode
+             * @memberof shadowvm.v1.ProductionEvent
+             * @static
+             * @param {shadowvm.v1.ProductionEvent.$Properties} message ProductionEvent message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ProductionEvent.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.vm_uuid != null && $Object.hasOwnProperty.call(message, "vm_uuid") && message.vm_uuid !== "")
+                    writer.uint32(/* id 1, wireType 2 =*/10).string(message.vm_uuid);
+                if (message.vm_name != null && $Object.hasOwnProperty.call(message, "vm_name") && message.vm_name !== "")
+                    writer.uint32(/* id 2, wireType 2 =*/18).string(message.vm_name);
+                if (message.ts_ms != null && $Object.hasOwnProperty.call(message, "ts_ms") && (typeof message.ts_ms === "object" ? message.ts_ms.low || message.ts_ms.high : message.ts_ms !== 0))
+                    writer.uint32(/* id 3, wireType 0 =*/24).int64(message.ts_ms);
+                if (message.kind != null && $Object.hasOwnProperty.call(message, "kind") && message.kind !== 0)
+                    writer.uint32(/* id 4, wireType 0 =*/32).int32(message.kind);
+                if (message.fingerprint != null && $Object.hasOwnProperty.call(message, "fingerprint") && message.fingerprint !== "")
+                    writer.uint32(/* id 5, wireType 2 =*/42).string(message.fingerprint);
+                if (message.title != null && $Object.hasOwnProperty.call(message, "title") && message.title !== "")
+                    writer.uint32(/* id 6, wireType 2 =*/50).string(message.title);
+                if (message["class"] != null && $Object.hasOwnProperty.call(message, "class") && message["class"] !== "")
+                    writer.uint32(/* id 7, wireType 2 =*/58).string(message["class"]);
+                if (message.line != null && $Object.hasOwnProperty.call(message, "line") && message.line !== "")
+                    writer.uint32(/* id 8, wireType 2 =*/66).string(message.line);
+                if (message.pattern != null && $Object.hasOwnProperty.call(message, "pattern") && message.pattern !== "")
+                    writer.uint32(/* id 9, wireType 2 =*/74).string(message.pattern);
+                if (message.suppressed != null && $Object.hasOwnProperty.call(message, "suppressed") && message.suppressed !== 0)
+                    writer.uint32(/* id 10, wireType 0 =*/80).uint32(message.suppressed);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Decodes a ProductionEvent message from the specified reader or buffer.
+             * @function decode
+             * @memberof shadowvm.v1.ProductionEvent
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {shadowvm.v1.ProductionEvent & shadowvm.v1.ProductionEvent.$Shape} ProductionEvent
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ProductionEvent.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.shadowvm.v1.ProductionEvent();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.vm_uuid = value;
+                            else
+                                delete message.vm_uuid;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.vm_name = value;
+                            else
+                                delete message.vm_name;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.int64()) === "object" ? value.low || value.high : value !== 0)
+                                message.ts_ms = value;
+                            else
+                                delete message.ts_ms;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.int32())
+                                message.kind = value;
+                            else
+                                delete message.kind;
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.fingerprint = value;
+                            else
+                                delete message.fingerprint;
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.title = value;
+                            else
+                                delete message.title;
+                            continue;
+                        }
+                    case 7: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message["class"] = value;
+                            else
+                                delete message["class"];
+                            continue;
+                        }
+                    case 8: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.line = value;
+                            else
+                                delete message.line;
+                            continue;
+                        }
+                    case 9: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.pattern = value;
+                            else
+                                delete message.pattern;
+                            continue;
+                        }
+                    case 10: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.suppressed = value;
+                            else
+                                delete message.suppressed;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Creates a ProductionEvent message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof shadowvm.v1.ProductionEvent
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {shadowvm.v1.ProductionEvent} ProductionEvent
+             */
+            ProductionEvent.fromObject = function (object, _depth) {
+                if (object instanceof $root.shadowvm.v1.ProductionEvent)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".shadowvm.v1.ProductionEvent: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.shadowvm.v1.ProductionEvent();
+                if (object.vm_uuid != null)
+                    if (typeof object.vm_uuid !== "string" || object.vm_uuid.length)
+                        message.vm_uuid = $String(object.vm_uuid);
+                if (object.vm_name != null)
+                    if (typeof object.vm_name !== "string" || object.vm_name.length)
+                        message.vm_name = $String(object.vm_name);
+                if (object.ts_ms != null)
+                    if (typeof object.ts_ms === "object" ? object.ts_ms.low || object.ts_ms.high : $Number(object.ts_ms) !== 0)
+                        if ($util.Long)
+                            message.ts_ms = $util.Long.fromValue(object.ts_ms, false);
+                        else if (typeof object.ts_ms === "string")
+                            message.ts_ms = $parseInt(object.ts_ms, 10);
+                        else if (typeof object.ts_ms === "number")
+                            message.ts_ms = object.ts_ms;
+                        else if (typeof object.ts_ms === "object")
+                            message.ts_ms = new $util.LongBits(object.ts_ms.low >>> 0, object.ts_ms.high >>> 0).toNumber();
+                if (object.kind !== 0 && (typeof object.kind !== "string" || $root.shadowvm.v1.ProductionEventKind[object.kind] !== 0))
+                    switch (object.kind) {
+                    case "PRODUCTION_EVENT_KIND_UNSPECIFIED":
+                    case 0:
+                        message.kind = 0;
+                        break;
+                    case "PRODUCTION_EVENT_KIND_PRECURSOR":
+                    case 1:
+                        message.kind = 1;
+                        break;
+                    case "PRODUCTION_EVENT_KIND_FAILURE":
+                    case 2:
+                        message.kind = 2;
+                        break;
+                    default:
+                        if (typeof object.kind === "number" && (object.kind | 0) === object.kind)
+                            message.kind = object.kind;
+                    }
+                if (object.fingerprint != null)
+                    if (typeof object.fingerprint !== "string" || object.fingerprint.length)
+                        message.fingerprint = $String(object.fingerprint);
+                if (object.title != null)
+                    if (typeof object.title !== "string" || object.title.length)
+                        message.title = $String(object.title);
+                if (object["class"] != null)
+                    if (typeof object["class"] !== "string" || object["class"].length)
+                        message["class"] = $String(object["class"]);
+                if (object.line != null)
+                    if (typeof object.line !== "string" || object.line.length)
+                        message.line = $String(object.line);
+                if (object.pattern != null)
+                    if (typeof object.pattern !== "string" || object.pattern.length)
+                        message.pattern = $String(object.pattern);
+                if (object.suppressed != null)
+                    if ($Number(object.suppressed) !== 0)
+                        message.suppressed = object.suppressed >>> 0;
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a ProductionEvent message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof shadowvm.v1.ProductionEvent
+             * @static
+             * @param {shadowvm.v1.ProductionEvent} message ProductionEvent
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ProductionEvent.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object.vm_uuid = "";
+                    object.vm_name = "";
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, false);
+                        object.ts_ms = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.ts_ms = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.kind = options.enums === $String ? "PRODUCTION_EVENT_KIND_UNSPECIFIED" : 0;
+                    object.fingerprint = "";
+                    object.title = "";
+                    object["class"] = "";
+                    object.line = "";
+                    object.pattern = "";
+                    object.suppressed = 0;
+                }
+                if (message.vm_uuid != null && $Object.hasOwnProperty.call(message, "vm_uuid"))
+                    object.vm_uuid = message.vm_uuid;
+                if (message.vm_name != null && $Object.hasOwnProperty.call(message, "vm_name"))
+                    object.vm_name = message.vm_name;
+                if (message.ts_ms != null && $Object.hasOwnProperty.call(message, "ts_ms"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.ts_ms = typeof message.ts_ms === "number" ? $BigInt(message.ts_ms) : $util.Long.fromBits(message.ts_ms.low >>> 0, message.ts_ms.high >>> 0, false).toBigInt();
+                    else if (typeof message.ts_ms === "number")
+                        object.ts_ms = options.longs === $String ? $String(message.ts_ms) : message.ts_ms;
+                    else
+                        object.ts_ms = options.longs === $String ? $util.Long.prototype.toString.call(message.ts_ms) : options.longs === $Number ? new $util.LongBits(message.ts_ms.low >>> 0, message.ts_ms.high >>> 0).toNumber() : message.ts_ms;
+                if (message.kind != null && $Object.hasOwnProperty.call(message, "kind"))
+                    object.kind = options.enums === $String ? $root.shadowvm.v1.ProductionEventKind[message.kind] === $undefined ? message.kind : $root.shadowvm.v1.ProductionEventKind[message.kind] : message.kind;
+                if (message.fingerprint != null && $Object.hasOwnProperty.call(message, "fingerprint"))
+                    object.fingerprint = message.fingerprint;
+                if (message.title != null && $Object.hasOwnProperty.call(message, "title"))
+                    object.title = message.title;
+                if (message["class"] != null && $Object.hasOwnProperty.call(message, "class"))
+                    object["class"] = message["class"];
+                if (message.line != null && $Object.hasOwnProperty.call(message, "line"))
+                    object.line = message.line;
+                if (message.pattern != null && $Object.hasOwnProperty.call(message, "pattern"))
+                    object.pattern = message.pattern;
+                if (message.suppressed != null && $Object.hasOwnProperty.call(message, "suppressed"))
+                    object.suppressed = message.suppressed;
+                return object;
+            };
+
+            /**
+             * Converts this ProductionEvent to JSON.
+             * @function toJSON
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ProductionEvent.prototype.toJSON = function() {
+                return ProductionEvent.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return ProductionEvent;
         })();
 
         /**

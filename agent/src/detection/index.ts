@@ -11,6 +11,16 @@ export {
   rankDetected,
 } from "./outcome.js";
 export {
+  type ConsoleView,
+  consolePatterns,
+  DEFAULT_PRECURSOR_OPTIONS,
+  extractPrecursors,
+  type PrecursorOptions,
+  type PrecursorTarget,
+  precursorSpecificity,
+  startupPatterns,
+} from "./precursors.js";
+export {
   eventEvidence,
   GUEST_PANICKED_TITLE,
   type QemuEventFailure,

@@ -122,6 +122,7 @@ export function failureToProto(f: DetectedFailure, shadowRunId?: string): shadow
     offset_ms: Math.max(0, Math.round(f.offsetMs)),
     source: SOURCES[f.source],
     shadow_run_id: shadowRunId ?? "",
+    precursors: f.precursors ?? [],
   };
 }
 

@@ -20,11 +20,20 @@
 import type { ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
 import { type FailureClass, failureFingerprint, type ParsedFailure, ShadowvmError } from "@shadowvm/shared";
 import type { QmpEvent } from "../hypervisor/qemu/qmp-client.js";
 import { ConsoleFollower } from "./console-follower.js";
 import { type ConsoleHit, LiveConsole, parseConsoleFile } from "./live-console.js";
 import { decideOutcome, rankDetected } from "./outcome.js";
+import {
+  type ConsoleView,
+  consolePatterns,
+  DEFAULT_PRECURSOR_OPTIONS,
+  extractPrecursors,
+  type PrecursorOptions,
+  startupPatterns,
+} from "./precursors.js";
 import { eventEvidence, qemuEventFailure } from "./qemu-events.js";
 import {
   describeSample,
@@ -89,11 +98,32 @@ export interface ShadowObserverOptions {
   completePanics?: boolean;
   /** Poll interval of `pid`. Default 1000 ms. */
   processPollMs?: number;
+  /** Precursor extraction at finish() (see precursors.ts); false turns it off. */
+  precursors?: PrecursorOptions | false;
 }
 
 export interface FinishOptions {
   /** The control shadow's verdict: unhealthy makes the run inconclusive; its threshold is used. */
   control?: ControlVerdict;
+  /**
+   * The control shadow's console file (as far as it got): lines whose patterns appear there are
+   * noise, not precursors. Missing or unreadable = no control noise.
+   */
+  noiseConsoleLog?: string;
+  /** Further noise patterns (consoleLinePattern form). */
+  noisePatterns?: Iterable<string>;
+}
+
+/** Consoles larger than this are not read again for precursors (a note says so). */
+const MAX_PRECURSOR_CONSOLE_BYTES = 32 * 1024 * 1024;
+
+async function readConsoleLines(path: string): Promise<string[] | null> {
+  try {
+    if ((await stat(path)).size > MAX_PRECURSOR_CONSOLE_BYTES) return null;
+    return (await readFile(path, "utf8")).split("\n");
+  } catch {
+    return null;
+  }
 }
 
 interface Interruption {
@@ -621,6 +651,7 @@ export class ShadowObserver extends EventEmitter<{ failure: [DetectedFailure]; n
     }
 
     const failures = rankDetected([...consoleFailures, ...this.other.values()]);
+    await this.addPrecursors(failures, options);
     const decision = decideOutcome({
       failures,
       ...(this.interruption ? { interruption: this.interruption } : {}),
@@ -637,6 +668,40 @@ export class ShadowObserver extends EventEmitter<{ failure: [DetectedFailure]; n
       console: { bytes: this.live.bytes, lines: this.live.lines, droppedFailures: dropped },
       ...(threshold !== undefined ? { latencyThresholdMs: threshold } : {}),
     };
+  }
+
+  /**
+   * Sets `precursors` on every failure (precursors.ts): the console lines before it, minus the
+   * control's console and this shadow's start-up lines.
+   */
+  private async addPrecursors(failures: DetectedFailure[], options: FinishOptions): Promise<void> {
+    if (this.o.precursors === false || failures.length === 0) return;
+    const popts = { ...DEFAULT_PRECURSOR_OPTIONS, ...(this.o.precursors ?? {}) };
+    const lines = await readConsoleLines(this.o.consoleLog);
+    if (!lines) {
+      if (this.live.bytes > MAX_PRECURSOR_CONSOLE_BYTES)
+        this.note(`console larger than ${MAX_PRECURSOR_CONSOLE_BYTES} bytes: no precursors extracted`);
+      return;
+    }
+    const view: ConsoleView = { lines, lineOffsetMs: (n) => this.live.lineOffset(n) };
+    const noise = startupPatterns(view, popts.startupNoiseMs);
+    if (options.noiseConsoleLog) {
+      const control = await readConsoleLines(options.noiseConsoleLog);
+      if (control) for (const p of consolePatterns(control)) noise.add(p);
+    }
+    for (const p of options.noisePatterns ?? []) noise.add(p);
+    for (const f of failures) {
+      f.precursors = extractPrecursors(
+        view,
+        {
+          ...(f.source === "console" && f.line !== undefined ? { line: f.line } : {}),
+          offsetMs: f.offsetMs,
+          evidence: f.evidence,
+        },
+        noise,
+        popts,
+      );
+    }
   }
 }
 

@@ -47,6 +47,11 @@ export interface DetectedFailure {
    * NMIs, ...), 4 heartbeat, 5 probe latency.
    */
   group: number;
+  /**
+   * Early-warning console patterns that came before it (set at finish(), see precursors.ts), most
+   * specific first; absent before finish() or when extraction is off.
+   */
+  precursors?: string[];
 }
 
 export type RunOutcome = "ok" | "failed" | "inconclusive";

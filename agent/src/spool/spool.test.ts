@@ -134,6 +134,32 @@ test("when full: shadow work is refused first, then oldest telemetry dropped, fa
   await spool.close();
 });
 
+test("production events are critical: they push telemetry out and are never dropped", async () => {
+  const maxBytes = 64 * 1024;
+  const { c, observer } = counters();
+  const spool = await Spool.open({ dir: freshDir(), agentId: "a1", maxBytes, observer });
+  let i = 0;
+  while (spool.admitShadowWork()) await spool.append(telemetry(i++, 20));
+  let accepted = 0;
+  for (;;) {
+    try {
+      const r = await spool.append({
+        production_event: { vm_uuid: "u1", vm_name: "web-1", ts_ms: 1, kind: 1, line: "y".repeat(900) },
+      });
+      assert.ok(r.seq > 0);
+      accepted++;
+    } catch (err) {
+      assert.is((err as { code?: string }).code, "full");
+      break;
+    }
+  }
+  assert.ok(c.dropped > 0, "telemetry made room");
+  assert.is(spool.stats().byClass.production.frames, accepted, "every accepted event is still there");
+  assert.is(spool.stats().byClass.telemetry.frames, 0);
+  assert.equal(c.rejected, ["production"]);
+  await spool.close();
+});
+
 test("a record with a bad checksum is moved to the dead letters on open", async () => {
   const dir = freshDir();
   const { c, observer } = counters();

@@ -34,7 +34,8 @@
 //                                          operator (same value layout), never sent again
 //
 // Record value: [u8 layout = 1][u8 class][u32 big-endian CRC-32 of the frame][frame bytes]. The
-// class (telemetry, inventory, capture, shadow_run, failure, signature) drives the size policy.
+// class (telemetry, inventory, capture, shadow_run, failure, signature, production) drives the size
+// policy; `production` holds ProductionEvents (precursors and failures seen on production consoles).
 //
 // ## Recovery
 //
@@ -80,11 +81,18 @@ export const SPOOL_CLASSES = [
   "shadow_run",
   "failure",
   "signature",
+  "production",
 ] as const;
 export type SpoolClass = (typeof SPOOL_CLASSES)[number];
 
 /** Classes that are never dropped to make room. */
-const CRITICAL: ReadonlySet<SpoolClass> = new Set(["capture", "shadow_run", "failure", "signature"]);
+const CRITICAL: ReadonlySet<SpoolClass> = new Set([
+  "capture",
+  "shadow_run",
+  "failure",
+  "signature",
+  "production",
+]);
 
 /** The data bodies an agent sends, and the class each goes into. */
 const BODY_CLASS = {
@@ -95,6 +103,7 @@ const BODY_CLASS = {
   shadow_run: "shadow_run",
   failure: "failure",
   signature_update: "signature",
+  production_event: "production",
 } as const satisfies Record<string, SpoolClass>;
 
 export type SpoolBodyKind = keyof typeof BODY_CLASS;

@@ -178,6 +178,7 @@ const DATA_KINDS = new Set<string>([
   "shadow_run",
   "failure",
   "signature_update",
+  "production_event",
 ]);
 
 /** Decodes and validates one message of an authenticated connection (inline or in the worker). */

@@ -142,6 +142,65 @@ test("inventory, captures, shadow runs, failures and signatures land in their ta
   store.close();
 });
 
+test("production events and failure precursors: stored once, however often they are sent", async () => {
+  const store = await IngestStore.open(join(dir, "prod.duckdb"));
+  const event = {
+    vm_uuid: "u1",
+    vm_name: "web",
+    ts_ms: 1_700_000_123_000,
+    kind: 1,
+    fingerprint: "fp1",
+    title: "Kernel panic",
+    class: "panic",
+    line: "[ 200.0] INFO: task svm-writer:123 blocked for more than 120 seconds.",
+    pattern: "INFO: task svm-writer:NUM blocked for more than NUM seconds.",
+    suppressed: 2,
+  };
+  // the same frame twice in one batch, then again (a replay), then the same event in a new epoch
+  const f1 = frame({ seq: 1, production_event: event });
+  assert.equal((await store.commit([f1, f1])).fresh, [true, false]);
+  assert.equal((await store.commit([f1])).fresh, [false]);
+  const again = toIngestFrame(
+    decodeFrame(
+      encodeFrame({ agent_id: "agent-a", epoch: EPOCH + 1, seq: 1, sent_at_ms: 1, production_event: event }),
+    ),
+    100,
+  );
+  assert.equal((await store.commit([again])).fresh, [true]);
+  await store.commit([
+    frame({
+      seq: 2,
+      production_event: { ...event, kind: 2, pattern: "", ts_ms: event.ts_ms + 5, suppressed: 0 },
+    }),
+  ]);
+  assert.equal(
+    await store.query(
+      "SELECT kind, vm_uuid, fingerprint, pattern, suppressed FROM production_events ORDER BY ts_ms",
+    ),
+    [
+      { kind: "precursor", vm_uuid: "u1", fingerprint: "fp1", pattern: event.pattern, suppressed: 2 },
+      { kind: "failure", vm_uuid: "u1", fingerprint: "fp1", pattern: "", suppressed: 0 },
+    ],
+  );
+  await store.commit([
+    frame({
+      seq: 3,
+      failure: {
+        title: "Kernel panic",
+        class: "panic",
+        fingerprint: "fp1",
+        shadow_run_id: "r9",
+        precursors: [event.pattern],
+      },
+    }),
+  ]);
+  assert.equal(
+    await store.query("SELECT precursors->>'$[0]' AS p FROM failures WHERE shadow_run_id = 'r9'"),
+    [{ p: event.pattern }],
+  );
+  store.close();
+});
+
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 test.run();

@@ -53,6 +53,7 @@ export type StoreTable =
   | "shadow_runs"
   | "failures"
   | "signatures"
+  | "production_events"
   | "ingest_frames";
 
 export type { IngestFrame } from "../ingest/ingest-frame.js";
@@ -75,6 +76,7 @@ export const DATA_BODY_KINDS: ReadonlySet<EnvelopeBodyKind> = new Set<EnvelopeBo
   "shadow_run",
   "failure",
   "signature_update",
+  "production_event",
 ]);
 
 /** "VM_STATE_RUNNING" -> "running". */
@@ -107,7 +109,9 @@ const SQL = {
     "INSERT OR REPLACE INTO captures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
   shadowRun:
     "INSERT OR REPLACE INTO shadow_runs VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-  failure: "INSERT OR IGNORE INTO failures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+  failure: "INSERT OR IGNORE INTO failures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+  productionEvent:
+    "INSERT OR IGNORE INTO production_events VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
   signature: "INSERT OR REPLACE INTO signatures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
   stream: `INSERT INTO ingest_streams VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (agent_id, epoch) DO UPDATE SET
@@ -129,6 +133,24 @@ export function failureId(agentId: string, shadowRunId: string, f: shadowvm.v1.I
         num(f.offset_ms),
         num(f.source),
         str(f.title),
+      ]),
+    )
+    .digest("hex")
+    .slice(0, 32);
+}
+
+/** Stable id of a production event: its content, so a resent event is stored once. */
+export function productionEventId(agentId: string, e: shadowvm.v1.IProductionEvent): string {
+  return createHash("sha256")
+    .update(
+      JSON.stringify([
+        agentId,
+        str(e.vm_uuid),
+        num(e.ts_ms),
+        num(e.kind),
+        str(e.fingerprint),
+        str(e.pattern),
+        str(e.line),
       ]),
     )
     .digest("hex")
@@ -249,6 +271,7 @@ export class IngestStore {
         { stmt: DuckDBPreparedStatement; values: DuckDBValue[]; table: StoreTable }
       >();
       const failures = new Map<string, DuckDBValue[]>();
+      const events = new Map<string, DuckDBValue[]>();
       for (const f of batch) {
         const key = streamKey(f.agentId, f.epoch);
         const mark = Math.max(marks.get(key) ?? 0, this.streams.get(key) ?? 0);
@@ -269,7 +292,7 @@ export class IngestStore {
         this.frames.appendBigInt(BigInt(now));
         this.frames.endRow();
         add("ingest_frames");
-        this.rowsOf(f, now, upserts, failures, add);
+        this.rowsOf(f, now, upserts, failures, events, add);
       }
       this.samples.flush();
       this.frames.flushSync();
@@ -282,6 +305,11 @@ export class IngestStore {
         this.stmts.failure.bind(values);
         await this.stmts.failure.run();
         add("failures");
+      }
+      for (const values of events.values()) {
+        this.stmts.productionEvent.bind(values);
+        await this.stmts.productionEvent.run();
+        add("production_events");
       }
       for (const [key, seq] of marks) {
         const [agentId, epoch] = key.split("\u0000") as [string, string];
@@ -323,6 +351,7 @@ export class IngestStore {
     now: number,
     upserts: Map<string, { stmt: DuckDBPreparedStatement; values: DuckDBValue[]; table: StoreTable }>,
     failures: Map<string, DuckDBValue[]>,
+    events: Map<string, DuckDBValue[]>,
     add: (t: StoreTable, n?: number) => void,
   ): void {
     const a = f.agentId;
@@ -346,6 +375,7 @@ export class IngestStore {
         num(f.offset_ms),
         enumName(shadowvm.v1.FailureSource, f.source, "FAILURE_SOURCE_"),
         now,
+        json(f.precursors ?? []),
       ]);
     };
     switch (f.kind) {
@@ -453,6 +483,26 @@ export class IngestStore {
           num(g.count),
           json(g.vms ?? []),
           json((g.profiles ?? []).map((p) => JSON.parse(profileJson(p) ?? "null"))),
+          now,
+        ]);
+        return;
+      }
+      case "production_event": {
+        const e: shadowvm.v1.IProductionEvent = body;
+        const id = productionEventId(a, e);
+        events.set(id, [
+          id,
+          a,
+          str(e.vm_uuid),
+          str(e.vm_name),
+          num(e.ts_ms),
+          enumName(shadowvm.v1.ProductionEventKind, e.kind, "PRODUCTION_EVENT_KIND_"),
+          str(e.fingerprint),
+          str(e.title),
+          str(e.class),
+          str(e.line),
+          str(e.pattern),
+          num(e.suppressed),
           now,
         ]);
         return;

@@ -239,4 +239,31 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 3,
+    name: "failure precursors and production console events (issue 8, precursor matching)",
+    statements: [
+      // Failure.precursors: early-warning console patterns that preceded the failure in its shadow.
+      "ALTER TABLE failures ADD COLUMN precursors JSON",
+      // ProductionEvent frames: a precursor of a signature, or a real failure, seen on a production
+      // VM's own console. event_id = hash of the event's content, so the same event sent twice
+      // (a replayed frame, a new spool epoch) is stored once.
+      `CREATE TABLE production_events (
+        event_id VARCHAR PRIMARY KEY,
+        agent_id VARCHAR NOT NULL,
+        vm_uuid VARCHAR NOT NULL,
+        vm_name VARCHAR NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        kind VARCHAR NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        title VARCHAR NOT NULL,
+        class VARCHAR NOT NULL,
+        line VARCHAR NOT NULL,
+        pattern VARCHAR NOT NULL,
+        suppressed UINTEGER NOT NULL,
+        received_at_ms BIGINT NOT NULL
+      )`,
+      "CREATE INDEX production_events_vm ON production_events (vm_uuid, fingerprint, ts_ms)",
+    ],
+  },
 ];

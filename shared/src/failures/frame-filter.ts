@@ -481,13 +481,18 @@ const HUNG_SKIP = [
   "cancel_delayed_work",
 ];
 
+/** Scheduler, locking and waiting frames (where a blocked task sleeps, whatever it waits for). */
+export function isWaitingFrame(frame: string): boolean {
+  return HUNG_SKIP.some((s) => frame.includes(s));
+}
+
 /** Frame for hung tasks: well-known blocking buckets first, then the first non-waiting frame. */
 export function hungTaskFrame(frames: readonly string[]): string | null {
   for (const frame of frames) {
     for (const [needle, bucket] of HUNG_BUCKETS) if (frame.includes(needle)) return bucket;
   }
   for (const frame of frames) {
-    if (!HUNG_SKIP.some((s) => frame.includes(s))) return frame;
+    if (!isWaitingFrame(frame)) return frame;
   }
   return null;
 }

@@ -35,6 +35,10 @@ function sampleFailure(withRunId: boolean): shadowvm.v1.Failure.$Properties {
     evidence: ["[  12.345] BUG: unable to handle page fault", "[  12.346] RIP: ext4_writepages+0x1a/0x90"],
     offset_ms: 12345,
     source: v1.FailureSource.FAILURE_SOURCE_CONSOLE,
+    precursors: [
+      "INFO: task NUM blocked for more than NUM seconds",
+      "EXT4-fs warning (device vda1): ext4_end_bio:NUM: I/O error NUM",
+    ],
     ...(withRunId ? { shadow_run_id: "run-7" } : {}),
   };
 }
@@ -213,6 +217,20 @@ export function sampleEnvelopes(agentId = "agent-7"): Record<EnvelopeBodyKind, E
         count: 17,
         vms: ["6f1c0e5a-0d7e-4d0b-9d61-1f3c1e0e7a11"],
         profiles: [sampleProfile()],
+      },
+    },
+    production_event: {
+      production_event: {
+        vm_uuid: "6f1c0e5a-0d7e-4d0b-9d61-1f3c1e0e7a11",
+        vm_name: "web-1",
+        ts_ms: 1_700_000_950_000,
+        kind: v1.ProductionEventKind.PRODUCTION_EVENT_KIND_PRECURSOR,
+        fingerprint: "sha256:5f2c",
+        title: "BUG: unable to handle page fault in ext4_writepages",
+        class: "oops",
+        line: "[ 4242.000001] EXT4-fs warning (device vda1): ext4_end_bio:343: I/O error 10",
+        pattern: "EXT4-fs warning (device vda1): ext4_end_bio:NUM: I/O error NUM",
+        suppressed: 3,
       },
     },
   };
