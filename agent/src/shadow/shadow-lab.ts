@@ -651,7 +651,9 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
       signal?.removeEventListener("abort", onAbort);
       result.ranMs = Date.now() - startedAtMs;
       await stress?.stop();
-      observation = await obs.finish();
+      // Lines the control shadow printed too are noise, not precursors of this run's failures.
+      const controlConsole = control ? undefined : this.live.get(`${campaign}-c`)?.shadow?.consoleLog;
+      observation = await obs.finish(controlConsole ? { noiseConsoleLog: controlConsole } : {});
       result.failures = observation.failures;
       result.notes.push(...observation.notes);
       result.probes = observation.probes;

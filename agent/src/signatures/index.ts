@@ -1,6 +1,8 @@
 // The agent's failure-signature database (see docs/detection.md).
 export {
   type PendingSignatureUpdate,
+  type PrecursorMatch,
+  type PrecursorStat,
   SignatureDb,
   type SignatureDbOptions,
   type SignatureObservation,

@@ -158,6 +158,50 @@ test("concurrent records are serialised: no lost counts", async () => {
   await db.close();
 });
 
+test("precursors per fingerprint: counted per run, bounded, listed for the VM's signatures", async () => {
+  const dir = join(tempDir(), "sig");
+  const db = await SignatureDb.open(dir, { maxPrecursors: 3 });
+  const hung = "INFO: task svm-writer:NUM blocked for more than NUM seconds.";
+  const io = "blk_update_request: I/O error, dev vda, sector NUM";
+  await db.recordRun({ vm: "vm-a", failures: [{ ...oom, precursors: [hung, io] }], finishedAtMs: 10 });
+  await db.recordRun({ vm: "vm-a", failures: [{ ...oom, precursors: [hung, hung] }], finishedAtMs: 20 });
+  await db.recordRun({
+    vm: "vm-b",
+    failures: [{ ...nmi, precursors: ["a b c", "d e f", "g h i", "j k l"] }],
+  });
+  let r = (await db.get(oom.fingerprint))!;
+  assert.equal(r.precursors, [
+    { pattern: hung, count: 2, last_seen_ms: 20 },
+    { pattern: io, count: 1, last_seen_ms: 10 },
+  ]);
+  const n = (await db.get(nmi.fingerprint))!;
+  assert.is(n.precursors!.length, 3);
+  assert.is(n.precursors_dropped, 1);
+  // a run without precursors keeps them
+  await db.recordRun({ vm: "vm-a", failures: [oom], finishedAtMs: 30 });
+  r = (await db.get(oom.fingerprint))!;
+  assert.is(r.precursors!.length, 2);
+  assert.equal(
+    (await db.precursorsFor(["vm-a"])).map((m) => [m.pattern, m.fingerprint, m.count]),
+    [
+      [hung, oom.fingerprint, 2],
+      [io, oom.fingerprint, 1],
+    ],
+  );
+  assert.equal(await db.precursorsFor(["vm-c", ""]), []);
+  assert.is((await db.precursorsFor(["vm-b", "vm-a"])).length, 5);
+  // one process, one database: a second open() joins the first; the last close() closes it
+  const again = await SignatureDb.open(dir);
+  assert.is(again, db);
+  await again.close();
+  assert.is((await db.get(oom.fingerprint))!.count, 3, "still open for the first opener");
+  await db.close();
+  const reopened = await SignatureDb.open(dir);
+  assert.is(reopened === db, false);
+  assert.is((await reopened.get(oom.fingerprint))!.precursors!.length, 2, "precursors survive a reopen");
+  await reopened.close();
+});
+
 test.after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });

@@ -6,6 +6,10 @@
 // that hit it), the production VMs (UUIDs) whose shadows produced it and the stress profiles under
 // which it happened. Both lists are bounded (most recent last; `vms_dropped` / `profiles_dropped`
 // count what fell off), profiles are deduplicated by their canonical JSON (stressProfileToJson).
+// Precursors: the console patterns that preceded the failure in its shadows (Failure.precursors),
+// each with how many runs showed it and when last; bounded (`maxPrecursors`, the least seen and
+// oldest fall off). `precursorsFor(vm)` lists them for the signatures a VM's shadows produced: what
+// the production console watch (agent/src/telemetry/console-watch.ts) looks for.
 // The first title/class/frame stay; a fingerprint is a hash of class + normalised title, so later
 // titles differ at most in masked numbers.
 //
@@ -24,8 +28,11 @@
 //   u:<seq, 16 hex>   fingerprint whose update is queued
 // A change is one synced write batch (record, feed entry, next_seq): after a crash either all of it
 // is there or none. Writes are serialised inside the process; LevelDB's lock keeps other processes
-// out.
+// out. Inside one process the database is shared: open() of a location that is already open returns
+// the same instance (the first opener's options apply) and every open() is matched by one close();
+// the last close() closes LevelDB. So the campaigns and the console watch of `serve` can each open it.
 import { EventEmitter } from "node:events";
+import { resolve } from "node:path";
 import {
   type StressProfile,
   type shadowvm,
@@ -50,6 +57,27 @@ export interface SignatureRecord {
   profiles: StressProfile[];
   profiles_dropped: number;
   last_shadow_run_id?: string;
+  /** Console patterns that preceded it in shadows, most seen first (absent in older records). */
+  precursors?: PrecursorStat[];
+  precursors_dropped?: number;
+}
+
+/** One precursor pattern of a signature. */
+export interface PrecursorStat {
+  pattern: string;
+  /** Shadow runs whose failure it preceded. */
+  count: number;
+  last_seen_ms: number;
+}
+
+/** A precursor to look for on a VM's console, with the signature it warns of. */
+export interface PrecursorMatch {
+  pattern: string;
+  fingerprint: string;
+  title: string;
+  class: string;
+  /** Shadow runs in which it preceded that failure. */
+  count: number;
 }
 
 /** One failure to add to the database. */
@@ -64,6 +92,8 @@ export interface SignatureObservation {
   vm: string;
   profile?: StressProfile;
   shadowRunId?: string;
+  /** Console patterns that preceded it (DetectedFailure.precursors). */
+  precursors?: readonly string[];
 }
 
 export interface PendingSignatureUpdate {
@@ -76,7 +106,12 @@ export interface SignatureDbOptions {
   maxVms?: number;
   /** Profiles kept per signature. Default 32. */
   maxProfiles?: number;
+  /** Precursor patterns kept per signature. Default 32. */
+  maxPrecursors?: number;
 }
+
+/** Databases open in this process, by resolved location (see the header). */
+const shared = new Map<string, { db: Promise<SignatureDb>; refs: number }>();
 
 const FORMAT = "1";
 type Stored = SignatureRecord & { pending_seq?: number };
@@ -110,6 +145,7 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
   private readonly db: Level<string, string>;
   private readonly maxVms: number;
   private readonly maxProfiles: number;
+  private readonly maxPrecursors: number;
   private nextSeq = 1;
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -119,9 +155,34 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
     this.db = db;
     this.maxVms = Math.max(1, options.maxVms ?? 64);
     this.maxProfiles = Math.max(1, options.maxProfiles ?? 32);
+    this.maxPrecursors = Math.max(0, options.maxPrecursors ?? 32);
   }
 
+  /**
+   * Opens the database at `location`, or joins the instance already open in this process (its
+   * options stay). Match every open() with one close().
+   */
   static async open(location: string, options: SignatureDbOptions = {}): Promise<SignatureDb> {
+    const key = resolve(location);
+    const open = shared.get(key);
+    if (open) {
+      open.refs++;
+      try {
+        return await open.db;
+      } catch (err) {
+        open.refs--;
+        throw err;
+      }
+    }
+    const entry = { db: SignatureDb.openLevel(location, options), refs: 1 };
+    shared.set(key, entry);
+    entry.db.catch(() => {
+      if (shared.get(key) === entry) shared.delete(key);
+    });
+    return entry.db;
+  }
+
+  private static async openLevel(location: string, options: SignatureDbOptions): Promise<SignatureDb> {
     const db = new Level<string, string>(location, { keyEncoding: "utf8", valueEncoding: "utf8" });
     await db.open();
     const self = new SignatureDb(location, db, options);
@@ -181,7 +242,13 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
   recordRun(run: {
     vm: string;
     /** The run's failures (DetectedFailure fits). */
-    failures: readonly { fingerprint: string; title: string; class: string; frame?: string | null }[];
+    failures: readonly {
+      fingerprint: string;
+      title: string;
+      class: string;
+      frame?: string | null;
+      precursors?: readonly string[] | undefined;
+    }[];
     finishedAtMs?: number;
     profile?: StressProfile;
     shadowRunId?: string;
@@ -197,6 +264,7 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
         vm: run.vm,
         ...(run.profile ? { profile: run.profile } : {}),
         ...(run.shadowRunId ? { shadowRunId: run.shadowRunId } : {}),
+        ...(f.precursors?.length ? { precursors: f.precursors } : {}),
       })),
     );
   }
@@ -245,7 +313,36 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
     });
   }
 
+  /**
+   * The precursors of every signature whose shadows ran for one of `vms` (UUIDs or names, as
+   * recorded), one entry per (pattern, fingerprint), most seen first.
+   */
+  async precursorsFor(vms: readonly string[]): Promise<PrecursorMatch[]> {
+    const wanted = new Set(vms.filter((v) => v !== ""));
+    const out: PrecursorMatch[] = [];
+    for (const r of await this.list()) {
+      if (!r.precursors?.length || !r.vms.some((v) => wanted.has(v))) continue;
+      for (const p of r.precursors)
+        out.push({
+          pattern: p.pattern,
+          fingerprint: r.fingerprint,
+          title: r.title,
+          class: r.class,
+          count: p.count,
+        });
+    }
+    return out.sort((a, b) => b.count - a.count || (a.fingerprint < b.fingerprint ? -1 : 1));
+  }
+
+  /** Releases this opener's hold; the last one closes the database. */
   async close(): Promise<void> {
+    const key = resolve(this.location);
+    const entry = shared.get(key);
+    if (entry && (await entry.db.catch(() => undefined)) === this) {
+      entry.refs--;
+      if (entry.refs > 0) return;
+      shared.delete(key);
+    }
     await this.queue.catch(() => undefined);
     await this.db.close();
   }
@@ -294,6 +391,20 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
     if (next.vms.length > this.maxVms) {
       next.vms.splice(0, next.vms.length - this.maxVms);
       next.vms_dropped++;
+    }
+    if (obs.precursors?.length && this.maxPrecursors > 0) {
+      const list = [...(current.precursors ?? [])];
+      for (const pattern of new Set(obs.precursors)) {
+        const at = list.findIndex((p) => p.pattern === pattern);
+        if (at >= 0) list[at] = { pattern, count: list[at]!.count + 1, last_seen_ms: obs.seenAtMs };
+        else list.push({ pattern, count: 1, last_seen_ms: obs.seenAtMs });
+      }
+      list.sort((a, b) => b.count - a.count || b.last_seen_ms - a.last_seen_ms);
+      if (list.length > this.maxPrecursors) {
+        next.precursors_dropped = (current.precursors_dropped ?? 0) + list.length - this.maxPrecursors;
+        list.length = this.maxPrecursors;
+      }
+      next.precursors = list;
     }
     if (obs.profile) {
       const profile = stressProfileToJson(obs.profile);
