@@ -109,6 +109,11 @@ const telemetrySchema = z
     vm_concurrency: z.number().int().positive().default(4),
     /** Labels sent with every VM's inventory (fleet correlation: image, kernel, app_stack, team). */
     labels: z.record(z.string(), z.string()).default({}),
+    /**
+     * Production serial console logs by VM name or uuid, for the console watch (precursors and
+     * failures seen on production); VMs not listed are found from their QEMU command line.
+     */
+    console_logs: z.record(z.string(), z.string().min(1)).default({}),
   })
   .strict();
 

@@ -10,6 +10,7 @@ import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 import { Spool } from "../spool/spool.js";
 import { AgentMetrics, type OpsListener, startOpsListener } from "./agent-metrics.js";
 import { CollectorSession } from "./collector-session.js";
+import { startConsoleWatch } from "./console-watch.js";
 import { CredentialsFileStore } from "./credentials.js";
 import { HostMetrics } from "./host-metrics.js";
 import { OperatingPointTracker } from "./operating-point.js";
@@ -108,6 +109,7 @@ export async function startAgentService(
   let ops: OpsListener | undefined;
   let shipper: SpoolShipper | undefined;
   let telemetry: TelemetryLoop | undefined;
+  let consoleWatch: ReturnType<typeof startConsoleWatch> | undefined;
   let driver: TelemetryDriver | undefined;
   let closing = false;
   const readinessProblems = () => {
@@ -172,8 +174,12 @@ export async function startAgentService(
         labels: t.labels,
       });
       telemetry.start();
+      // Production consoles: precursors of this VM's shadow failures, and real failures (console-watch.ts).
+      const loop = telemetry;
+      consoleWatch = startConsoleWatch(config, { vms: () => loop.vmTargets, sink: spool, logger });
     }
   } catch (err) {
+    await consoleWatch?.stop();
     await telemetry?.stop();
     await shipper?.stop();
     await ops?.close();
@@ -200,6 +206,7 @@ export async function startAgentService(
     async close() {
       if (closing) return;
       closing = true;
+      await consoleWatch?.stop();
       await telemetry?.stop();
       await spool.settled();
       await shipper?.stop();
