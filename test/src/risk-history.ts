@@ -128,6 +128,32 @@ export class History {
     return this;
   }
 
+  /** A ProductionEvent: a precursor of `sig` (or, kind "failure", `sig` itself) on a VM's console `agoMs` ago. */
+  production(
+    vmUuid: string,
+    vmName: string,
+    kind: "precursor" | "failure",
+    sig: Sig,
+    line: string,
+    agoMs: number,
+    pattern = "",
+  ): this {
+    this.add({
+      production_event: {
+        vm_uuid: vmUuid,
+        vm_name: vmName,
+        ts_ms: Date.now() - agoMs,
+        kind: kind === "precursor" ? 1 : 2,
+        fingerprint: sig.fingerprint,
+        title: sig.title,
+        class: sig.class,
+        line,
+        pattern,
+      },
+    });
+    return this;
+  }
+
   /** Commits every frame added so far (in order) through the store; clears the list. */
   async commit(store: IngestStore): Promise<void> {
     const frames = this.frames.splice(0).map((init) => {

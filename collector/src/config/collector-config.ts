@@ -128,6 +128,17 @@ const riskSchema = z
     fleet_confidence_factor: z.number().min(0).max(1).default(0.5),
     /** Assessment history older than this is deleted (0 = keep forever). */
     history_days: z.number().min(0).default(30),
+    /**
+     * Precursor matching (docs/risk-model.md, "Precursors"): a precursor of a signature seen on the
+     * VM's production console within this window raises that assessment's probability,
+     * P' = 1 - (1 - P)(1 - precursor_weight), and its confidence,
+     * C' = 1 - (1 - C)(1 - precursor_confidence_weight).
+     */
+    precursor_window_h: z.number().positive().default(24),
+    precursor_weight: z.number().min(0).max(1).default(0.3),
+    precursor_confidence_weight: z.number().min(0).max(1).default(0.2),
+    /** A failure of the signature on the production console within this window: "observed in production". */
+    production_failure_window_h: z.number().positive().default(168),
   })
   .strict();
 

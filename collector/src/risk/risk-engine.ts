@@ -1,6 +1,8 @@
 // The correlation engine: reads shadow runs, failures, inventory and telemetry from DuckDB (the
 // trends are DuckDB regressions), applies the model of risk-model.ts per VM and signature (own
-// shadows first, fleet evidence for VMs not yet shadowed), and stores one round of assessments in
+// shadows first, fleet evidence for VMs not yet shadowed), then what the VM's own production console
+// showed (production_events: precursors raise probability and confidence, a failure of the
+// signature marks it observed in production), and stores one round of assessments in
 // risk_assessments (history) and risk_rounds. docs/risk-model.md describes the tables.
 import type { DuckDBConnection, DuckDBValue } from "@duckdb/node-api";
 import type { CollectorConfig } from "../config/collector-config.js";
@@ -17,6 +19,7 @@ import {
   type RunPoint,
   type Trend,
   trendFromMoments,
+  withPrecursor,
 } from "./risk-model.js";
 
 export type RiskConfig = CollectorConfig["risk"];
@@ -56,8 +59,28 @@ export interface RiskAssessment {
   fleet_peers: { vm_uuid: string; vm_name: string; label: string; value: string }[];
   explanation: string;
   mitigations: MitigationStep[];
-  /** Per-dimension boundaries and the confidence factors. */
+  /**
+   * Per-dimension boundaries and the confidence factors; `precursor` and `production_failure` when
+   * the production console showed them (the two fields below are read from there).
+   */
   detail: Record<string, unknown>;
+  /** The newest precursor of this signature seen on the VM's console within risk.precursor_window_h. */
+  precursor?: ProductionSighting | null;
+  /** The signature's failure was seen on the VM's own console within risk.production_failure_window_h. */
+  observed_in_production?: boolean;
+}
+
+/** A production console event, summarised per (VM, signature, kind) over the window. */
+export interface ProductionSighting {
+  /** The newest one. */
+  seen_at_ms: number;
+  line: string;
+  pattern: string;
+  /** Events in the window, plus the occurrences the agent folded into them. */
+  count: number;
+  /** For precursors: probability and confidence before they were raised (null: none claimed). */
+  probability_before?: number | null;
+  confidence_before?: number;
 }
 
 export interface Queryable {
@@ -149,7 +172,7 @@ export class RiskEngine {
   /** Computes one round of assessments at `now` (does not store them). */
   async compute(now = Date.now()): Promise<RiskAssessment[]> {
     const cfg = this.config;
-    const [vmRows, runRows, failureRows, trendRows] = await Promise.all([
+    const [vmRows, runRows, failureRows, trendRows, eventRows] = await Promise.all([
       this.db.query(`SELECT uuid, arg_max(name, updated_at_ms) AS name, arg_max(agent_id, updated_at_ms) AS agent_id,
           arg_max(vcpus, updated_at_ms) AS vcpus, arg_max(memory_mb, updated_at_ms) AS memory_mb,
           arg_max(CAST(labels AS VARCHAR), updated_at_ms) AS labels
@@ -158,7 +181,28 @@ export class RiskEngine {
         FROM shadow_runs WHERE NOT control AND outcome IN ('ok', 'failed') AND profile IS NOT NULL`),
       this.db.query(`SELECT DISTINCT agent_id, shadow_run_id, fingerprint, title, class FROM failures`),
       this.db.query(TREND_SQL, [now, now - cfg.telemetry_window_h * 3_600_000]),
+      this.db.query(
+        `SELECT vm_uuid, fingerprint, kind, max(ts_ms) AS last_ms, arg_max(line, ts_ms) AS line,
+            arg_max(pattern, ts_ms) AS pattern, count(*) + sum(suppressed) AS n
+          FROM production_events
+          WHERE ts_ms <= $1 AND ts_ms > CASE kind WHEN 'precursor' THEN $2 ELSE $3 END
+          GROUP BY vm_uuid, fingerprint, kind`,
+        [
+          now + 60_000, // agents' clocks may run a little ahead
+          now - cfg.precursor_window_h * 3_600_000,
+          now - cfg.production_failure_window_h * 3_600_000,
+        ],
+      ),
     ]);
+    const sightings = new Map<string, ProductionSighting>();
+    for (const e of eventRows) {
+      sightings.set(`${e["vm_uuid"]}\u0000${e["fingerprint"]}\u0000${e["kind"]}`, {
+        seen_at_ms: num(e["last_ms"]),
+        line: String(e["line"] ?? ""),
+        pattern: String(e["pattern"] ?? ""),
+        count: num(e["n"]),
+      });
+    }
     const vms = new Map<string, VmInfo>();
     for (const r of vmRows) {
       const labels = parseJson<Record<string, unknown>>(r["labels"], {});
@@ -290,6 +334,52 @@ export class RiskEngine {
         );
       }
     }
+    return out.map((a) => this.withProduction(a, sightings));
+  }
+
+  /**
+   * What the VM's own console showed (docs/risk-model.md, "Precursors and production failures"):
+   * a precursor raises P and the confidence (withPrecursor), a failure marks the assessment
+   * observed in production; both are named in the explanation.
+   */
+  private withProduction(a: RiskAssessment, sightings: Map<string, ProductionSighting>): RiskAssessment {
+    const key = `${a.vm_uuid}\u0000${a.fingerprint}\u0000`;
+    const pre = sightings.get(`${key}precursor`);
+    const failed = sightings.get(`${key}failure`);
+    if (!pre && !failed) return a;
+    const cfg = this.config;
+    const out: RiskAssessment = { ...a, detail: { ...a.detail } };
+    const when = (ms: number) =>
+      `${new Date(ms).toISOString().replace(/\.\d+Z$/, "Z")} (${((a.computed_at_ms - ms) / 3_600_000).toFixed(1)} h ago)`;
+    const quote = (s: string) => JSON.stringify(s.length > 160 ? `${s.slice(0, 157)}...` : s);
+    if (pre) {
+      const sighting: ProductionSighting = {
+        ...pre,
+        probability_before: a.probability,
+        confidence_before: a.confidence,
+      };
+      let effect: string;
+      if (a.probability !== null) {
+        const raised = withPrecursor(
+          a.probability,
+          a.confidence,
+          cfg.precursor_weight,
+          cfg.precursor_confidence_weight,
+        );
+        out.probability = raised.probability;
+        out.confidence = raised.confidence;
+        out.confidence_level = raised.level;
+        effect = `P raised from ${a.probability.toFixed(2)} to ${raised.probability.toFixed(2)}, confidence from ${a.confidence.toFixed(2)} to ${raised.confidence.toFixed(2)} (${raised.level})`;
+      } else effect = "no probability is claimed without a forecast, so none is raised";
+      out.precursor = sighting;
+      out.detail["precursor"] = sighting;
+      out.explanation += ` Precursor seen on ${a.vm_name}'s production console at ${when(pre.seen_at_ms)}: ${quote(pre.line)} (pattern ${quote(pre.pattern)}, ${pre.count} time(s) in the last ${cfg.precursor_window_h} h), a line that preceded "${a.title}" in shadows: ${effect}.`;
+    }
+    if (failed) {
+      out.observed_in_production = true;
+      out.detail["production_failure"] = failed;
+      out.explanation = `Observed in production: "${a.title}" on ${a.vm_name}'s console at ${when(failed.seen_at_ms)} (${quote(failed.line)}, ${failed.count} time(s) in the last ${cfg.production_failure_window_h} h). ${out.explanation}`;
+    }
     return out;
   }
 
@@ -336,6 +426,8 @@ export class RiskEngine {
       explanation: "",
       mitigations: [],
       detail: { dimensions: b.dimensions },
+      precursor: null,
+      observed_in_production: false,
     };
     const where =
       source === "own"
@@ -529,7 +621,16 @@ export function assessmentFromRow(r: Record<string, unknown>): RiskAssessment {
     fleet_peers: parseJson(r["fleet_peers"], []),
     explanation: String(r["explanation"]),
     mitigations: parseJson(r["mitigations"], []),
-    detail: parseJson(r["detail"], {}),
+    ...productionFields(parseJson<Record<string, unknown>>(r["detail"], {})),
+  };
+}
+
+/** The detail JSON and the two production fields read from it. */
+function productionFields(detail: Record<string, unknown>) {
+  return {
+    detail,
+    precursor: (detail["precursor"] as ProductionSighting | undefined) ?? null,
+    observed_in_production: detail["production_failure"] !== undefined,
   };
 }
 

@@ -235,6 +235,28 @@ export interface Confidence {
   factors: { runs: number; boundary: number; consistency: number; forecast: number; fleet: number };
 }
 
+/** high >= 0.6, medium >= 0.3, low below. */
+export function confidenceLevel(value: number): Confidence["level"] {
+  return value >= 0.6 ? "high" : value >= 0.3 ? "medium" : "low";
+}
+
+/**
+ * Evidence from a precursor seen on the production console, combined with what the boundary and
+ * the forecast say as independent evidence (a noisy-OR): P' = 1 - (1 - P)(1 - w), and the same for
+ * the confidence with its own weight. w = 0 leaves both as they are, w = 1 makes them certain.
+ */
+export function withPrecursor(
+  probability: number,
+  confidence: number,
+  weight: number,
+  confidenceWeight: number,
+): { probability: number; confidence: number; level: Confidence["level"] } {
+  // p + (1 - p) w is 1 - (1 - p)(1 - w), exact at w = 0.
+  const p = Math.min(1, probability + (1 - probability) * weight);
+  const c = Math.min(1, confidence + (1 - confidence) * confidenceWeight);
+  return { probability: p, confidence: c, level: confidenceLevel(c) };
+}
+
 /** Confidence from the evidence: each factor is in 0..1, and they multiply. */
 export function confidenceOf(c: ConfidenceInputs): Confidence {
   const runs = c.failing > 0 ? 1 - Math.exp(-c.runs / 6) : 0;
@@ -244,7 +266,7 @@ export function confidenceOf(c: ConfidenceInputs): Confidence {
   const value = runs * boundary * consistency * forecast * c.fleet_factor;
   return {
     value,
-    level: value >= 0.6 ? "high" : value >= 0.3 ? "medium" : "low",
+    level: confidenceLevel(value),
     factors: { runs, boundary, consistency, forecast, fleet: c.fleet_factor },
   };
 }
