@@ -150,6 +150,7 @@ export class CampaignScheduler {
           durationS: c.duration_s,
           control: c.control,
           faults: c.faults,
+          bounds: c.bounds,
           vmProfile,
         },
       );

@@ -43,6 +43,8 @@ export interface CampaignPlan {
   seed?: number | string;
   /** The production VM's operating point (the baseline generator's input). */
   vmProfile?: ProductionVmData | undefined;
+  /** Search bounds per knob (campaigns.bounds), within what the host can apply. */
+  bounds?: Partial<ProfileBounds> | undefined;
 }
 
 export interface CampaignServices {
@@ -136,7 +138,7 @@ export async function runShadowCampaign(
     const caps = await lab.capabilities(restored);
     const faults = usableFaults(caps, plan.faults);
     say({ type: "faults", ...faults });
-    const bounds = boundsFor(caps);
+    const bounds = boundsFor(caps, plan.bounds);
 
     const onLab = (event: LabEvent) => say({ type: "lab", event });
     lab.on("event", onLab);
@@ -197,10 +199,13 @@ export async function runShadowCampaign(
  * The explorer's default search bounds, cut to what the host can apply: without a CPU cap no
  * contention beyond the guest's own demand, without a balloon no memory pressure, and so on.
  */
-export function boundsFor(caps: Record<string, { available: boolean }>): ProfileBounds {
+export function boundsFor(
+  caps: Record<string, { available: boolean }>,
+  wanted: Partial<ProfileBounds> = {},
+): ProfileBounds {
   const has = (c: string) => caps[c]?.available === true;
   const b = DEFAULT_PROFILE_BOUNDS;
-  return {
+  const host: ProfileBounds = {
     ...b,
     cpu_load: has("cpu_contention") ? b.cpu_load : [b.cpu_load[0], Math.min(1, b.cpu_load[1])],
     memory_load: has("memory_pressure") ? b.memory_load : [0, 0],
@@ -208,6 +213,16 @@ export function boundsFor(caps: Record<string, { available: boolean }>): Profile
     net_latency_ms: has("net_impairment") ? b.net_latency_ms : [0, 0],
     net_loss_pct: has("net_impairment") ? b.net_loss_pct : [0, 0],
   };
+  // Configured ranges, clamped into what the host can apply (an empty overlap pins the knob low).
+  const out = { ...host };
+  for (const k of Object.keys(wanted) as (keyof ProfileBounds)[]) {
+    const w = wanted[k];
+    if (!w) continue;
+    const lo = Math.max(w[0], host[k][0]);
+    const hi = Math.min(w[1], host[k][1]);
+    out[k] = hi >= lo ? [lo, hi] : [host[k][0], host[k][0]];
+  }
+  return out;
 }
 
 /**

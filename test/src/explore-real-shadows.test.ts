@@ -1,0 +1,94 @@
+// Issue 6 on real shadows: `shadowvm-agent explore --vm <demo VM>` without an oracle runs a
+// 12-run adaptive campaign on isolated shadows of a live capture of the demo VM (QEMU under TCG),
+// finds at least two distinct real failure signatures and reports its boundary estimate; every
+// run, failure and signature update is spooled for the collector; no shadow is left behind.
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { Spool } from "@shadowvm/agent/spool/spool";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { qemuProcesses, tempWorkDir, withDemoVm } from "./support/demo-guest.js";
+import { AGENT_BIN, runCli } from "./support/run-cli.js";
+
+const T0 = Date.now();
+const log = (m: string) =>
+  process.stderr.write(`[explore-real +${((Date.now() - T0) / 1000).toFixed(1)}s] ${m}\n`);
+
+test("a 12-run adaptive campaign on real shadows finds >= 2 distinct failure signatures", async () => {
+  const data = tempWorkDir("svm-explore-");
+  await withDemoVm({ name: "explore-prod", readyTimeoutMs: 240_000 }, async (vm) => {
+    const env = {
+      SHADOWVM_AGENT__AGENT_ID: "explore-host",
+      SHADOWVM_AGENT__HYPERVISOR__QMP_SOCKETS: JSON.stringify([vm.qmpSocket]),
+      SHADOWVM_AGENT__SHADOW__PROBE_PATH: "/cgi-bin/health",
+      SHADOWVM_AGENT__SHADOW__HOST_RESERVE_MB: "512",
+    };
+    const t0 = Date.now();
+    const r = await runCli(
+      AGENT_BIN,
+      [
+        "explore",
+        "--vm",
+        "explore-prod",
+        "--data-dir",
+        data,
+        "--budget",
+        "12",
+        "--batch-size",
+        "3",
+        "--duration",
+        "40",
+        "--strategy",
+        "adaptive",
+        "--seed",
+        "7",
+        "--json",
+      ],
+      { env, timeoutMs: 20 * 60_000 },
+    );
+    log(`explore exited ${r.code} after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    process.stderr.write(r.stderr.split("\n").slice(-60).join("\n"));
+    assert.is(r.code, 0, r.stderr.slice(-3000));
+    const out = JSON.parse(r.stdout) as {
+      trials: { profile: Record<string, unknown>; outcome: { failed: boolean; signatures: string[] } }[];
+      signatures_found: string[];
+      boundary: Record<string, { trials_with_signature: number; observed_min_stress: number }>;
+      signatures: Record<string, { title: string; class: string }>;
+      capture: string;
+    };
+    assert.is(out.trials.length, 12);
+    log(
+      `signatures: ${out.signatures_found.map((fp) => `${out.signatures[fp]?.class}: ${out.signatures[fp]?.title}`).join(" | ")}`,
+    );
+    assert.ok(out.signatures_found.length >= 2, `distinct signatures: ${JSON.stringify(out.signatures)}`);
+    for (const fp of out.signatures_found) {
+      assert.ok(out.signatures[fp]?.title, `signature ${fp} has a title`);
+      assert.ok(out.boundary[fp], `boundary estimate for ${fp}`);
+      assert.ok(out.boundary[fp]!.trials_with_signature >= 1);
+    }
+    const failed = out.trials.filter((t) => t.outcome.failed).length;
+    assert.ok(failed < 12, "the campaign also saw profiles the guest survives (a boundary needs both)");
+
+    // The runs wait in the spool for the collector: 1 capture, every run twice (started,
+    // finished; control included), the failures inside them, one update per signature.
+    const spool = await Spool.open({
+      dir: join(data, "spool"),
+      agentId: "explore-host",
+      maxBytes: 64 * 2 ** 20,
+    });
+    try {
+      const byClass = spool.stats().byClass;
+      log(`spooled: ${JSON.stringify(byClass)}`);
+      assert.is(byClass.capture.frames, 1);
+      assert.ok(byClass.shadow_run.frames >= 2 * 13, "12 stressed runs and a control, started and finished");
+      assert.ok(byClass.signature.frames >= out.signatures_found.length);
+    } finally {
+      await spool.close();
+    }
+  });
+  // Torn down: no shadow QEMU of this data dir, no restored plaintext.
+  assert.equal(qemuProcesses(data), []);
+  assert.equal(readdirSync(join(data, "restored")), []);
+});
+
+test.run();
