@@ -598,6 +598,13 @@ export const schema = {
           "type": "string",
           "kind": "scalar",
           "rule": "repeated"
+        },
+        {
+          "name": "primary",
+          "id": 11,
+          "type": "bool",
+          "kind": "scalar",
+          "rule": "single"
         }
       ],
       "oneofs": {}

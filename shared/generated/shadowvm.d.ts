@@ -1757,6 +1757,14 @@ export namespace shadowvm {
             precursors: string[];
 
             /**
+             * The run's primary failure: the most important one (the detection ranks a run's failures). The
+             * others of the run are its consequences or echoes (a machine check's panic, QEMU's
+             * GUEST_PANICKED after a console panic) and do not count as signatures of their own in risk.
+             * A run none of whose failures is marked (frames of agents older than this field) counts all.
+             */
+            primary: boolean;
+
+            /**
              * Creates a new Failure instance using the specified properties.
              * @param [properties] Properties to set
              * @returns Failure instance
@@ -1846,6 +1854,14 @@ export namespace shadowvm {
                  * specific first. Matched against production consoles (ProductionEvent).
                  */
                 precursors?: (string[]|null);
+
+                /**
+                 * The run's primary failure: the most important one (the detection ranks a run's failures). The
+                 * others of the run are its consequences or echoes (a machine check's panic, QEMU's
+                 * GUEST_PANICKED after a console panic) and do not count as signatures of their own in risk.
+                 * A run none of whose failures is marked (frames of agents older than this field) counts all.
+                 */
+                primary?: (boolean|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -5217,6 +5217,10 @@ export const shadowvm = $root.shadowvm = (() => {
              * evidence line, within a window, minus the control shadow's and the shadow's own start-up
              * noise), normalized like fingerprints (no addresses, pids, timestamps, numbers, CPU ids), most
              * specific first. Matched against production consoles (ProductionEvent).
+             * @property {boolean|null} [primary] The run's primary failure: the most important one (the detection ranks a run's failures). The
+             * others of the run are its consequences or echoes (a machine check's panic, QEMU's
+             * GUEST_PANICKED after a console panic) and do not count as signatures of their own in risk.
+             * A run none of whose failures is marked (frames of agents older than this field) counts all.
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5335,6 +5339,17 @@ export const shadowvm = $root.shadowvm = (() => {
             Failure.prototype.precursors = $util.emptyArray;
 
             /**
+             * The run's primary failure: the most important one (the detection ranks a run's failures). The
+             * others of the run are its consequences or echoes (a machine check's panic, QEMU's
+             * GUEST_PANICKED after a console panic) and do not count as signatures of their own in risk.
+             * A run none of whose failures is marked (frames of agents older than this field) counts all.
+             * @member {boolean} primary
+             * @memberof shadowvm.v1.Failure
+             * @instance
+             */
+            Failure.prototype.primary = false;
+
+            /**
              * Creates a new Failure instance using the specified properties.
              * @function create
              * @memberof shadowvm.v1.Failure
@@ -5388,6 +5403,8 @@ export const shadowvm = $root.shadowvm = (() => {
                 if (message.precursors != null && message.precursors.length)
                     for (let i = 0; i < message.precursors.length; ++i)
                         writer.uint32(/* id 10, wireType 2 =*/82).string(message.precursors[i]);
+                if (message.primary != null && $Object.hasOwnProperty.call(message, "primary") && message.primary !== false)
+                    writer.uint32(/* id 11, wireType 0 =*/88).bool(message.primary);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5520,6 +5537,15 @@ export const shadowvm = $root.shadowvm = (() => {
                             message.precursors.push(reader.stringVerify());
                             continue;
                         }
+                    case 11: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.primary = value;
+                            else
+                                delete message.primary;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5623,6 +5649,9 @@ export const shadowvm = $root.shadowvm = (() => {
                     for (let i = 0; i < object.precursors.length; ++i)
                         message.precursors[i] = $String(object.precursors[i]);
                 }
+                if (object.primary != null)
+                    if (object.primary)
+                        message.primary = $Boolean(object.primary);
                 return message;
             };
 
@@ -5660,6 +5689,7 @@ export const shadowvm = $root.shadowvm = (() => {
                         object.offset_ms = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.source = options.enums === $String ? "FAILURE_SOURCE_UNSPECIFIED" : 0;
                     object.shadow_run_id = "";
+                    object.primary = false;
                 }
                 if (message.title != null && $Object.hasOwnProperty.call(message, "title"))
                     object.title = message.title;
@@ -5692,6 +5722,8 @@ export const shadowvm = $root.shadowvm = (() => {
                     for (let j = 0; j < message.precursors.length; ++j)
                         object.precursors[j] = message.precursors[j];
                 }
+                if (message.primary != null && $Object.hasOwnProperty.call(message, "primary"))
+                    object.primary = message.primary;
                 return object;
             };
 

@@ -49,14 +49,28 @@ export class History {
     return this;
   }
 
-  /** One finished shadow run; `sig` = it failed with that signature, undefined = it ran ok. */
+  /**
+   * One finished shadow run; `sig` = it failed with that signature, undefined = it ran ok.
+   * `consequences`: more failures of the same run after the primary one (marked primary then).
+   */
   run(
     vmUuid: string,
     vmName: string,
     id: string,
     load: { cpu_load?: number; memory_load?: number; io_load?: number },
     sig?: Sig,
+    consequences: Sig[] = [],
   ): this {
+    const failure = (s: Sig, primary: boolean) => ({
+      title: s.title,
+      class: s.class,
+      frame: "",
+      fingerprint: s.fingerprint,
+      offset_ms: 5000,
+      source: 1,
+      shadow_run_id: id,
+      primary,
+    });
     const now = Date.now();
     this.add({
       shadow_run: {
@@ -79,18 +93,9 @@ export class History {
         started_at_ms: now - 200_000,
         finished_at_ms: now - 60_000,
         outcome: sig ? 2 : 1,
+        // Without consequences the run is sent as an agent before Failure.primary sent it.
         failures: sig
-          ? [
-              {
-                title: sig.title,
-                class: sig.class,
-                frame: "",
-                fingerprint: sig.fingerprint,
-                offset_ms: 5000,
-                source: 1,
-                shadow_run_id: id,
-              },
-            ]
+          ? [failure(sig, consequences.length > 0), ...consequences.map((c) => failure(c, false))]
           : [],
       },
     });

@@ -232,6 +232,41 @@ test("engine on constructed histories", async () => {
   conn.closeSync();
 });
 
+test("a run counts for its primary failure; its consequences are no signatures of their own", async () => {
+  const store = await IngestStore.open(join(dir, "primary.duckdb"));
+  try {
+    const h = new History();
+    h.vm("u-mce", "mce-1");
+    const PANIC = { title: "QEMU: guest panicked", class: "panic", fingerprint: "f-panic" };
+    [0.3, 0.5, 0.7, 0.8, 0.9, 0.95].forEach((m, i) => {
+      h.run(
+        "u-mce",
+        "mce-1",
+        `m${i}`,
+        { memory_load: m },
+        m >= 0.8 ? OOM : undefined,
+        m >= 0.8 ? [PANIC] : [],
+      );
+    });
+    h.telemetry("u-mce", (t, i) => ({ memory: 0.6 + 0.0125 * t + noise(i) }));
+    await h.commit(store);
+    const conn = await store.connectReader();
+    try {
+      const all = await new RiskEngine(queryable(conn), config.risk).compute();
+      assert.equal(
+        all.filter((a) => a.vm_uuid === "u-mce").map((a) => a.fingerprint),
+        [OOM.fingerprint],
+      );
+      const oom = all.find((a) => a.vm_uuid === "u-mce")!;
+      assert.is(oom.failing_runs, 3);
+    } finally {
+      conn.closeSync();
+    }
+  } finally {
+    await store.close();
+  }
+});
+
 test("shadowvm-collector risk prints the current round", async () => {
   store.close(); // the CLI opens the database read-only, as when no collector runs
   const out: string[] = [];

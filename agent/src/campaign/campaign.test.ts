@@ -120,6 +120,11 @@ test("a finished run is reported with its outcome, failures and the signature up
     runs[1]!.failures!.map((f) => f.fingerprint),
     [OOM.fingerprint, PANIC.fingerprint],
   );
+  assert.equal(
+    runs[1]!.failures!.map((f) => f.primary),
+    [true, false],
+    "the first-ranked failure is the run's primary one",
+  );
   const updates = sink.records.filter((r) => "signature_update" in r);
   assert.is(updates.length, 2, "one update per new signature");
   assert.equal(await db.pendingUpdates(), [], "forwarded updates are acknowledged in the database");

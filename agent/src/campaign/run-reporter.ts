@@ -44,7 +44,10 @@ export function shadowRunMessage(
     started_at_ms: times.startedAtMs ?? 0,
     finished_at_ms: times.finishedAtMs ?? 0,
     ...(run.outcome ? { outcome: outcomeToProto(run.outcome) } : {}),
-    failures: (run.failures ?? []).map((f) => failureToProto(f)),
+    // Ranked by the detection: the first is the failure the run counts for.
+    failures: (run.failures ?? []).map((f, i) =>
+      failureToProto(f, undefined, i === 0 && run.outcome === "failed"),
+    ),
     notes: run.notes,
   };
 }

@@ -110,8 +110,15 @@ const SOURCES: Record<FailureSource, shadowvm.v1.FailureSource> = {
   heartbeat: shadowvm.v1.FailureSource.FAILURE_SOURCE_HEARTBEAT,
 };
 
-/** The wire form (shadowvm.v1.Failure). `shadowRunId` only when sent on its own. */
-export function failureToProto(f: DetectedFailure, shadowRunId?: string): shadowvm.v1.Failure.$Properties {
+/**
+ * The wire form (shadowvm.v1.Failure). `shadowRunId` only when sent on its own; `primary` for the
+ * run's first-ranked failure (the one it counts for).
+ */
+export function failureToProto(
+  f: DetectedFailure,
+  shadowRunId?: string,
+  primary = false,
+): shadowvm.v1.Failure.$Properties {
   return {
     title: f.title,
     class: f.class,
@@ -123,6 +130,7 @@ export function failureToProto(f: DetectedFailure, shadowRunId?: string): shadow
     source: SOURCES[f.source],
     shadow_run_id: shadowRunId ?? "",
     precursors: f.precursors ?? [],
+    primary,
   };
 }
 

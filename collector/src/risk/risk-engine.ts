@@ -22,6 +22,18 @@ import {
   withPrecursor,
 } from "./risk-model.js";
 
+/**
+ * The signature(s) each run counts for: its primary failure. The run's other failures are its
+ * consequences or echoes (a machine check's panic after the machine check); a run with no primary
+ * marked (an agent from before Failure.primary) counts all of its failures.
+ */
+const RUN_SIGNATURES_SQL = `
+  SELECT DISTINCT f.agent_id, f.shadow_run_id, f.fingerprint, f.title, f.class
+  FROM failures f
+  WHERE f.is_primary OR NOT EXISTS (
+    SELECT 1 FROM failures p
+    WHERE p.agent_id = f.agent_id AND p.shadow_run_id = f.shadow_run_id AND p.is_primary)`;
+
 export type RiskConfig = CollectorConfig["risk"];
 
 export type AssessmentStatus = "assessed" | "no_telemetry" | "not_forecastable";
@@ -179,7 +191,7 @@ export class RiskEngine {
         FROM vms GROUP BY uuid`),
       this.db.query(`SELECT agent_id, id, vm_uuid, vm_name, outcome, CAST(profile AS VARCHAR) AS profile
         FROM shadow_runs WHERE NOT control AND outcome IN ('ok', 'failed') AND profile IS NOT NULL`),
-      this.db.query(`SELECT DISTINCT agent_id, shadow_run_id, fingerprint, title, class FROM failures`),
+      this.db.query(RUN_SIGNATURES_SQL),
       this.db.query(TREND_SQL, [now, now - cfg.telemetry_window_h * 3_600_000]),
       this.db.query(
         `SELECT vm_uuid, fingerprint, kind, max(ts_ms) AS last_ms, arg_max(line, ts_ms) AS line,

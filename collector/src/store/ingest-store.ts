@@ -109,7 +109,8 @@ const SQL = {
     "INSERT OR REPLACE INTO captures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
   shadowRun:
     "INSERT OR REPLACE INTO shadow_runs VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-  failure: "INSERT OR IGNORE INTO failures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+  failure:
+    "INSERT OR IGNORE INTO failures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
   productionEvent:
     "INSERT OR IGNORE INTO production_events VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
   signature: "INSERT OR REPLACE INTO signatures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -376,6 +377,7 @@ export class IngestStore {
         enumName(shadowvm.v1.FailureSource, f.source, "FAILURE_SOURCE_"),
         now,
         json(f.precursors ?? []),
+        f.primary ?? false,
       ]);
     };
     switch (f.kind) {

@@ -266,4 +266,13 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE INDEX production_events_vm ON production_events (vm_uuid, fingerprint, ts_ms)",
     ],
   },
+  {
+    version: 4,
+    name: "primary failure of a run (its consequences do not count as signatures)",
+    statements: [
+      // Failure.primary: the run's first-ranked failure. Rows from before (false) belong to runs
+      // with no primary marked, which risk counts whole, as it did.
+      "ALTER TABLE failures ADD COLUMN is_primary BOOLEAN DEFAULT false",
+    ],
+  },
 ];
