@@ -39,6 +39,7 @@ function sampleFailure(withRunId: boolean): shadowvm.v1.Failure.$Properties {
       "INFO: task NUM blocked for more than NUM seconds",
       "EXT4-fs warning (device vda1): ext4_end_bio:NUM: I/O error NUM",
     ],
+    primary: true,
     ...(withRunId ? { shadow_run_id: "run-7" } : {}),
   };
 }
