@@ -1,6 +1,5 @@
 // `shadowvm-agent shadow run|reap|capabilities`: campaigns of isolated, stressed shadows of a capture.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import {
   describeError,
   formatTable,
@@ -14,7 +13,13 @@ import type { AgentConfig } from "../config/agent-config.js";
 import type { DetectedFailure } from "../detection/index.js";
 import { readMemInfo } from "../host/proc.js";
 import { restoreLibvirtCapture } from "../hypervisor/libvirt/libvirt-shadow.js";
-import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
+import {
+  createRestoreDir,
+  openShadowLab,
+  reapRestored,
+  restoredRoot,
+  shadowsDir,
+} from "../shadow/open-lab.js";
 import type { ReapReport } from "../shadow/registry.js";
 import type { RestoredCapture } from "../shadow/restored-capture.js";
 import {
@@ -108,28 +113,6 @@ function positiveNumber(name: string, value: string | undefined): number | undef
   return n;
 }
 
-async function openLab(
-  cmd: ParsedCommand,
-  network?: "user" | "netns",
-  probe?: { path?: string; port?: number },
-): Promise<ShadowLab> {
-  const config: AgentConfig = cmd.config;
-  const shadow = { ...config.shadow, ...(network ? { network } : {}) };
-  if (probe?.path) shadow.probe_path = probe.path;
-  if (probe?.port) shadow.probe_port = probe.port;
-  const settings = labSettingsFromConfig(shadow, readMemInfo().totalBytes);
-  const driver = new QemuDriver({});
-  return ShadowLab.open({
-    shadowsDir: shadowsDir(config),
-    settings,
-    driver: driver.capabilities,
-  });
-}
-
-export function shadowsDir(config: AgentConfig): string {
-  return config.shadow.dir ?? join(config.data_dir, "shadows");
-}
-
 /**
  * Reaps what shadows of a dead agent left (QEMU processes, namespaces, cgroups, overlays, restored
  * captures). For the agent's start-up (`serve`) as well as the CLI.
@@ -138,42 +121,8 @@ export async function reapShadowLeftovers(config: AgentConfig): Promise<ReapRepo
   const settings = labSettingsFromConfig(config.shadow, readMemInfo().totalBytes);
   const lab = await ShadowLab.open({ shadowsDir: shadowsDir(config), settings });
   await lab.close();
-  reapRestored(join(config.data_dir, "restored"));
+  reapRestored(restoredRoot(config));
   return lab.reaped!;
-}
-
-/** Restored captures of runs whose agent is gone (plaintext memory must not linger). */
-function reapRestored(root: string): string[] {
-  const removed: string[] = [];
-  let names: string[] = [];
-  try {
-    names = existsSync(root) ? readdirSync(root) : [];
-  } catch {
-    return removed;
-  }
-  for (const name of names) {
-    const owner = join(root, name, "owner.pid");
-    let pid = 0;
-    try {
-      pid = Number(readFileSync(owner, "utf8"));
-    } catch {
-      pid = 0;
-    }
-    let alive = false;
-    if (pid > 0) {
-      try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch {
-        alive = false;
-      }
-    }
-    if (!alive) {
-      rmSync(join(root, name), { recursive: true, force: true });
-      removed.push(name);
-    }
-  }
-  return removed;
 }
 
 function fmtOffset(ms: number): string {
@@ -291,7 +240,6 @@ async function runCommand(ctx: CommandContext, cmd: ParsedCommand, captureId: st
   const t0 = Date.now();
   const where = storeLocation(cmd.config, v["key-file"] as string | undefined);
   const store = await CaptureStore.open({ dir: where.dir, keyFile: where.keyFile, readOnly: true });
-  const restoreRoot = join(cmd.config.data_dir, "restored");
   let restoreDir: string | undefined;
   let lab: ShadowLab | undefined;
   const abort = new AbortController();
@@ -310,9 +258,10 @@ async function runCommand(ctx: CommandContext, cmd: ParsedCommand, captureId: st
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   try {
-    lab = await openLab(cmd, network as "user" | "netns" | undefined, {
-      ...(probePath ? { path: probePath } : {}),
-      ...(probePort ? { port: probePort } : {}),
+    lab = await openShadowLab(cmd.config, {
+      network: network as "user" | "netns" | undefined,
+      probePath,
+      probePort,
     });
     const reaped = lab.reaped;
     if (
@@ -323,12 +272,10 @@ async function runCommand(ctx: CommandContext, cmd: ParsedCommand, captureId: st
         `reaped leftovers of earlier shadows: ${reaped.shadows.length} shadow(s), ${reaped.killed.length} process(es), ${reaped.netns.length} namespace(s), ${reaped.cgroups.length} cgroup(s)`,
       );
     }
-    reapRestored(restoreRoot);
+    reapRestored(restoredRoot(cmd.config));
     const tRestore = Date.now();
-    const runDir = join(restoreRoot, `run-${process.pid}-${Date.now().toString(36)}`);
+    const runDir = createRestoreDir(cmd.config);
     restoreDir = runDir;
-    mkdirSync(runDir, { recursive: true, mode: 0o700 });
-    writeFileSync(join(runDir, "owner.pid"), String(process.pid));
     let restored: RestoredCapture;
     try {
       restored = await restoreLibvirtCapture(store, captureId, runDir);
@@ -397,11 +344,11 @@ export async function shadowCommand(ctx: CommandContext): Promise<number> {
       if (rest.length !== 1) throw new UsageError("shadow capabilities takes exactly one capture id");
       const where = storeLocation(cmd.config, cmd.values["key-file"] as string | undefined);
       const store = await CaptureStore.open({ dir: where.dir, keyFile: where.keyFile, readOnly: true });
-      const runDir = join(cmd.config.data_dir, "restored", `caps-${process.pid}-${Date.now().toString(36)}`);
-      const lab = await openLab(cmd, cmd.values["network"] as "user" | "netns" | undefined);
+      const lab = await openShadowLab(cmd.config, {
+        network: cmd.values["network"] as "user" | "netns" | undefined,
+      });
+      const runDir = createRestoreDir(cmd.config);
       try {
-        mkdirSync(runDir, { recursive: true, mode: 0o700 });
-        writeFileSync(join(runDir, "owner.pid"), String(process.pid));
         const restored = await restoreLibvirtCapture(store, rest[0]!, runDir);
         const caps = await lab.capabilities(restored);
         if (cmd.values.json) ctx.io.out(JSON.stringify(caps, null, 2));
