@@ -284,6 +284,11 @@ export class AlertDispatcher {
         mitigation,
         evidence_source: a.source,
         link,
+        // Early warning seen on the production VM's own console, and a failure already seen there.
+        ...(a.precursor
+          ? { precursor: `${a.precursor.line} (${new Date(a.precursor.seen_at_ms).toISOString()})` }
+          : {}),
+        ...(a.observed_in_production ? { observed_in_production: "true" } : {}),
       },
     };
   }
