@@ -202,13 +202,21 @@ const shadowSchema = z
   })
   .strict();
 
+/** A [low, high] search range of one stress knob. */
+const boundsRange = z
+  .tuple([z.number().min(0), z.number().min(0)])
+  .refine(([lo, hi]) => lo <= hi, { message: "expected [low, high] with low <= high" });
+
 /** Campaigns the agent runs by itself while serving: capture, shadows with explorer profiles, detection. */
 const campaignsSchema = z
   .object({
     /** Run campaigns from `serve` (capture + shadows cost host resources; off by default). */
     enabled: z.boolean().default(false),
     /** Seconds between two campaigns of the same VM. */
-    interval_s: z.number().positive().default(6 * 3600),
+    interval_s: z
+      .number()
+      .positive()
+      .default(6 * 3600),
     /** Seconds after the agent starts before the first campaign (lets telemetry build an operating point). */
     first_delay_s: z.number().min(0).default(300),
     /** VMs to shadow, by name or uuid; empty = every VM the agent sees. */
@@ -225,6 +233,22 @@ const campaignsSchema = z
     control: z.boolean().default(true),
     /** Fault kinds the explorer may use (default: all the host supports). */
     faults: z.array(z.enum(FAULT_KINDS)).optional(),
+    /**
+     * Search bounds per stress knob, [low, high] (default: the explorer's, cut to what the host can
+     * apply); low = high pins a knob (e.g. net_latency_ms: [0, 0] keeps the network out of a campaign).
+     */
+    bounds: z
+      .object({
+        cpu_load: boundsRange,
+        memory_load: boundsRange,
+        io_load: boundsRange,
+        net_latency_ms: boundsRange,
+        net_loss_pct: boundsRange,
+        fault_rate: boundsRange,
+      })
+      .partial()
+      .strict()
+      .optional(),
   })
   .strict();
 
