@@ -234,13 +234,16 @@ export class TelemetryLoop {
         if (!result) continue;
         if (result.stale) this.refreshInventory = true;
         const s = result.sample;
-        this.o.tracker.observe(target.uuid, s.ts_ms ?? now, {
-          cpuCores: s.cpu_usage ?? 0,
-          vcpus: target.vcpus,
-          memUsed: s.memory_used_bytes ?? 0,
-          memAvailable: s.memory_available_bytes ?? target.memoryMb * 1024 * 1024,
-          diskBytes: (s.disk_read_bytes ?? 0) + (s.disk_write_bytes ?? 0),
-        });
+        // The operating point's memory is the guest's own view when it reports one (vm-metrics.ts);
+        // while that is pending (the first sample after enabling it) the point waits.
+        if (!result.guestMemoryPending)
+          this.o.tracker.observe(target.uuid, s.ts_ms ?? now, {
+            cpuCores: s.cpu_usage ?? 0,
+            vcpus: target.vcpus,
+            memUsed: result.guestMemoryUsed ?? s.memory_used_bytes ?? 0,
+            memAvailable: s.memory_available_bytes ?? target.memoryMb * 1024 * 1024,
+            diskBytes: (s.disk_read_bytes ?? 0) + (s.disk_write_bytes ?? 0),
+          });
         const op = this.o.tracker.get(target.uuid);
         if (op) s.extra = { ...s.extra, ...OperatingPointTracker.extra(op) };
         samples.push(s);
