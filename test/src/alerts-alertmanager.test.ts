@@ -1,15 +1,15 @@
 // Alerts end to end through a real collector and a real Alertmanager (Debian's
-// prometheus-alertmanager, started here on loopback with a temp config and storage dir): a VM whose
+// prometheus-alertmanager on loopback with a temp config and storage dir, started by the helper the
+// demo's whole loop uses, agent/src/demo/whole-loop/alertmanager.ts): a VM whose
 // memory grows toward the OOM boundary its shadows found gets one alert (labels, confidence,
 // mitigation, link), re-sent while active without duplicates, also delivered to a webhook; a
 // healthy VM gets none; when the VM's memory falls back the alert is resolved (endsAt) and leaves
 // Alertmanager's active list. Every alert and delivery is in DuckDB.
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Alertmanager, startAlertmanager } from "@shadowvm/agent/demo/whole-loop/alertmanager";
 import {
   type CollectorService,
   collectorConfigSchema,
@@ -23,19 +23,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { History, noise, OOM } from "./risk-history.js";
 
-const AM_BIN = "/usr/bin/prometheus-alertmanager";
 const dir = mkdtempSync(join(tmpdir(), "shadowvm-alerts-"));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -53,65 +41,21 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   }
 }
 
-interface AmAlert {
-  labels: Record<string, string>;
-  annotations: Record<string, string>;
-  startsAt: string;
-  endsAt: string;
-  status: { state: string };
-}
-
-let am: ChildProcess | undefined;
+let am: Alertmanager | undefined;
 let amUrl = "";
-let amLog = "";
 let hook: Server | undefined;
 const hookBodies: { status: string; alert: { vm_name: string; alert_id: string } }[] = [];
 let hookRequests = 0;
 let collector: CollectorService | undefined;
 
-async function amAlerts(): Promise<AmAlert[]> {
-  const res = await fetch(`${amUrl}/api/v2/alerts?filter=alertname%3D%22ShadowvmFailureRisk%22`);
-  if (!res.ok) throw new Error(`GET /api/v2/alerts: ${res.status}`);
-  return (await res.json()) as AmAlert[];
+function amAlerts() {
+  return am!.alerts('alertname="ShadowvmFailureRisk"');
 }
 
 test.before(async () => {
-  const port = await freePort();
-  amUrl = `http://127.0.0.1:${port}`;
-  const amConfig = join(dir, "alertmanager.yml");
-  writeFileSync(
-    amConfig,
-    ["route:", "  receiver: blackhole", "  group_wait: 1s", "receivers:", "  - name: blackhole", ""].join(
-      "\n",
-    ),
-  );
-  am = spawn(
-    AM_BIN,
-    [
-      `--config.file=${amConfig}`,
-      `--storage.path=${join(dir, "am-data")}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      "--cluster.listen-address=",
-      "--log.level=warn",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  // If this process dies before test.after (deadline, Ctrl-C), do not leave Alertmanager behind.
-  process.once("exit", () => {
-    if (am && am.exitCode === null) am.kill("SIGKILL");
-  });
-  am.stdout?.on("data", (d) => {
-    amLog += d;
-  });
-  am.stderr?.on("data", (d) => {
-    amLog += d;
-  });
   const t0 = Date.now();
-  await waitFor("Alertmanager ready", async () => {
-    if (am?.exitCode !== null) throw new Error(`alertmanager exited: ${amLog}`);
-    const res = await fetch(`${amUrl}/-/ready`);
-    return res.ok ? true : undefined;
-  });
+  am = await startAlertmanager({ dir: join(dir, "alertmanager") });
+  amUrl = am.url;
   console.log(`alertmanager ready in ${Date.now() - t0} ms`);
 
   hook = createServer((req, res) => {
@@ -152,11 +96,7 @@ test.before(async () => {
 test.after(async () => {
   await collector?.close();
   await new Promise<void>((r) => (hook ? hook.close(() => r()) : r()));
-  if (am && am.exitCode === null) {
-    const exited = new Promise((r) => am!.once("exit", r));
-    am.kill("SIGTERM");
-    await exited;
-  }
+  await am?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -1,77 +1,142 @@
-// The README's main job on the embedded demo: boot the demo guest as a "production" VM under real
-// QEMU and show what the agent sees of it, through the agent's own command line (the same path an
-// operator uses). Grows with the project into the full loop (capture, shadows, detection, risk).
+// The README's main job: the whole loop on the embedded demo (whole-loop/whole-loop.ts) with the
+// product's own binaries: Alertmanager, `shadowvm-collector serve`, two demo VMs under QEMU (one
+// with a slow memory leak, one healthy), `shadowvm-agent serve` with a campaign on the leaking one;
+// it shows progress, then the risk table, the alerts as Alertmanager received them and the HTML
+// report.
 //
-// Usage: node agent/dist/demo/main-job.js [--keep] [--work-dir DIR]
-//   --keep       leave the demo VM running at the end (prints how to stop it)
-// Ctrl-C at any point stops the VM and removes its working directory.
-import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+// Usage: node agent/dist/demo/main-job.js [--keep] [--until-production-fails] [--json-summary FILE]
+//          [--work-dir DIR] [--reports-dir DIR] [--leak-kb-s N] [--budget N] [--parallel K]
+//          [--duration S] [--first-delay S] [--timeout S]
+// Ctrl-C (or any error) stops everything (agent first, which tears its shadows down) and removes
+// the work dir; a second Ctrl-C exits at once (QEMU and the services are still killed on exit).
+// Exit code 0 when the loop produced a risk table from real shadow failures (and, with
+// --until-production-fails, production failed), 1 otherwise, 130 when interrupted.
+import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { describeError } from "@shadowvm/shared";
-import { type DemoVm, startDemoVm } from "./demo-vm.js";
+import { runWholeLoop, type WholeLoopOptions, type WholeLoopSummary } from "./whole-loop/whole-loop.js";
 
-const AGENT_BIN = resolve(new URL("../../bin/shadowvm-agent.js", import.meta.url).pathname);
+const USAGE = `Usage: node agent/dist/demo/main-job.js [options]   (bash deploy/demo.sh [options])
 
-function step(text: string): void {
-  process.stdout.write(`\n==> ${text}\n`);
-}
+  --keep                     leave everything running at the end (prints how to stop it)
+  --until-production-fails   go on until demo-production's own console shows its OOM kill, and
+                             report the alert's lead time
+  --json-summary FILE        write the times, alerts, risk and runs as JSON
+  --work-dir DIR             default: a new /tmp/shadowvm-demo-* (removed at the end unless --keep)
+  --reports-dir DIR          where the HTML report goes (default ~/.cache/shadowvm/demo-reports)
+  --leak-kb-s N              demo-production's memory leak, KiB/s (default 300)
+  --budget N, --parallel K, --duration S, --first-delay S   the campaign (default 9, 3, 75, 25)
+  --timeout S                give up after S seconds (default 900, 1500 with --until-production-fails)`;
 
-/** Runs the agent CLI as its own process and streams its output. */
-function runAgent(args: string[]): Promise<number> {
-  process.stdout.write(`$ shadowvm-agent ${args.join(" ")}\n`);
-  return new Promise((res) => {
-    const child = spawn(process.execPath, [AGENT_BIN, ...args], { stdio: ["ignore", "inherit", "inherit"] });
-    child.on("exit", (code) => res(code ?? 1));
-  });
+function numOpt(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} expects a positive number (actual: ${v})`);
+  return n;
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: { keep: { type: "boolean" }, "work-dir": { type: "string" } },
-    allowPositionals: false,
-  });
-  const workDir = values["work-dir"] ?? mkdtempSync(join(tmpdir(), "shadowvm-demo-"));
-  let vm: DemoVm | undefined;
-  let stopping = false;
-  const cleanup = async () => {
-    if (stopping || !vm) return;
-    stopping = true;
-    await vm.stop({ removeWorkDir: true });
-  };
-  process.once("SIGINT", () => {
-    process.stdout.write("\ninterrupted: stopping the demo VM and cleaning up\n");
-    void cleanup().then(() => process.exit(130));
-  });
-
+  let values: Record<string, string | boolean | undefined>;
   try {
-    step(
-      "booting the demo production VM (Debian kernel, busybox userland, HTTP service, ext4 writer) under QEMU",
-    );
-    vm = await startDemoVm({ name: "demo-production", workDir });
-    const ready = await vm.waitReady(180_000);
-    process.stdout.write(`guest ready after ${(ready.readyMs / 1000).toFixed(1)} s (QMP ${vm.qmpSocket})\n`);
-
-    step("inventory as the agent reads it over QMP");
-    const code = await runAgent(["vms", "--qmp", vm.qmpSocket]);
-    if (code !== 0) throw new Error(`shadowvm-agent vms exited with ${code}`);
-
-    if (values.keep) {
-      process.stdout.write(
-        `\n--keep: the demo VM keeps running (pid ${vm.pid}, work dir ${workDir}); stop it with: kill ${vm.pid}\n`,
-      );
-      vm.detach();
-      vm = undefined;
-    }
-    return 0;
+    ({ values } = parseArgs({
+      options: {
+        keep: { type: "boolean" },
+        "until-production-fails": { type: "boolean" },
+        "json-summary": { type: "string" },
+        "work-dir": { type: "string" },
+        "reports-dir": { type: "string" },
+        "leak-kb-s": { type: "string" },
+        budget: { type: "string" },
+        parallel: { type: "string" },
+        duration: { type: "string" },
+        "first-delay": { type: "string" },
+        timeout: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: false,
+    }));
   } catch (err) {
-    process.stderr.write(`demo: error: ${describeError(err)}\n`);
-    return 1;
-  } finally {
-    await cleanup();
+    process.stderr.write(`demo: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
   }
+  if (values["help"]) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    interrupts++;
+    if (interrupts > 1) {
+      process.stderr.write("\ndemo: second interrupt, exiting now (services and QEMU are killed on exit)\n");
+      process.exit(130);
+    }
+    process.stdout.write(
+      `\n${sig}: stopping the agent, its shadows, the collector, Alertmanager and the VMs\n`,
+    );
+    controller.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  const options: WholeLoopOptions = { signal: controller.signal };
+  try {
+    const str = (k: string) => values[k] as string | undefined;
+    if (values["keep"]) options.keep = true;
+    if (values["until-production-fails"]) options.untilProductionFails = true;
+    if (str("work-dir")) options.workDir = str("work-dir")!;
+    if (str("reports-dir")) options.reportsDir = str("reports-dir")!;
+    const nums: [string, "leakKbS" | "budget" | "parallel" | "durationS" | "firstDelayS" | "timeoutS"][] = [
+      ["leak-kb-s", "leakKbS"],
+      ["budget", "budget"],
+      ["parallel", "parallel"],
+      ["duration", "durationS"],
+      ["first-delay", "firstDelayS"],
+      ["timeout", "timeoutS"],
+    ];
+    for (const [flag, key] of nums) {
+      const v = numOpt(str(flag), flag);
+      if (v !== undefined) options[key] = v;
+    }
+  } catch (err) {
+    process.stderr.write(`demo: ${(err as Error).message}\n`);
+    return 2;
+  }
+
+  let summary: WholeLoopSummary | undefined;
+  let code = 1;
+  try {
+    summary = await runWholeLoop(options);
+    code = summary.ok ? 0 : 1;
+  } catch (err) {
+    summary = (err as { summary?: WholeLoopSummary }).summary;
+    if (controller.signal.aborted) {
+      code = 130;
+    } else {
+      process.stderr.write(`\ndemo: error: ${describeError(err)}\n`);
+    }
+  }
+  if (summary) {
+    const jsonFile = values["json-summary"] as string | undefined;
+    if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify(summary, null, 2)}\n`);
+    process.stdout.write(`\n${closingLines(summary, code)}\n`);
+  }
+  return code;
+}
+
+function closingLines(s: WholeLoopSummary, code: number): string {
+  const at = (ms: number | undefined) =>
+    ms === undefined ? "-" : `+${((ms - s.started_at_ms) / 1000).toFixed(0)} s`;
+  const lines = [
+    `==> ${code === 0 ? "done" : code === 130 ? "interrupted" : "FAILED"} in ${s.duration_s?.toFixed(0) ?? "?"} s`,
+    `first shadow failure stored ${at(s.first_shadow_failure_stored_at_ms)}, alert in Alertmanager ${at(s.alert_received_at_ms)}${s.mode === "until-production-fails" ? `, ${"demo-production"} failed ${at(s.production_failed_at_ms)}` : ""}`,
+  ];
+  if (s.lead_time_s !== undefined)
+    lines.push(`lead time (production failure - alert): ${s.lead_time_s.toFixed(0)} s`);
+  lines.push(`demo-healthy alerted: ${s.healthy_alerted ? "YES" : "no"}`);
+  if (s.report_html) lines.push(`HTML report: ${s.report_html}`);
+  for (const p of s.problems) lines.push(`problem: ${p}`);
+  return lines.join("\n");
 }
 
 process.exitCode = await main();
