@@ -24,7 +24,7 @@ const USAGE = `Usage: node agent/dist/demo/main-job.js [options]   (bash deploy/
   --json-summary FILE        write the times, alerts, risk and runs as JSON
   --work-dir DIR             default: a new /tmp/shadowvm-demo-* (removed at the end unless --keep)
   --reports-dir DIR          where the HTML report goes (default ~/.cache/shadowvm/demo-reports)
-  --leak-kb-s N              demo-production's memory leak, KiB/s (default 300)
+  --leak-kb-s N              demo-production's memory leak, KiB/s (default 350)
   --budget N, --parallel K, --duration S, --first-delay S   the campaign (default 9, 3, 75, 25)
   --timeout S                give up after S seconds (default 900, 1500 with --until-production-fails)`;
 

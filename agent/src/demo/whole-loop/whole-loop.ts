@@ -153,7 +153,7 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
   const stamp = () => `[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s]`;
   const event = (l: string) => say(`${stamp()} ${l}`);
   const step = (l: string) => say(`\n==> ${l}`);
-  const leakKbS = o.leakKbS ?? 300;
+  const leakKbS = o.leakKbS ?? 350;
   const workDir = o.workDir ?? mkdtempSync("/tmp/shadowvm-demo-");
   mkdirSync(workDir, { recursive: true });
   const reportsDir = o.reportsDir ?? defaultReportsDir();
