@@ -1,6 +1,8 @@
 // The QMP client against scripted peers (a unix socket server in this process) for the protocol
 // edges, and against a real QEMU for fd passing and events.
-import { closeSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { closeSync, mkdtempSync, openSync, readlinkSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +10,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { createBareQemuHost } from "../../testing/bare-qemu.js";
 import { CONFORMANCE_VMS } from "../driver-conformance.js";
-import { QmpClient, QmpError } from "./qmp-client.js";
+import { closeOnExec, QmpClient, QmpError } from "./qmp-client.js";
 
 const dir = mkdtempSync(join(tmpdir(), "shadowvm-qmp-"));
 let n = 0;
@@ -165,6 +167,77 @@ test("passes a file descriptor to a real QEMU with getfd", async () => {
   } finally {
     await host.cleanup();
   }
+});
+
+/** What a child process started now inherits: its descriptors and what each one is. */
+function childDescriptors(): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(
+      "sh",
+      ["-c", 'cd /proc/self/fd && for f in *; do echo "$f $(readlink "$f")"; done'],
+      (err, stdout) => (err ? reject(err) : resolve(stdout)),
+    ),
+  );
+}
+
+test("a child process started while an fd-passing connection is open does not inherit it", async () => {
+  const p = await peer((cmd, sock) => sock.write(`${JSON.stringify({ return: {}, id: cmd.id })}\r\n`));
+  const qmp = await QmpClient.connect(p.path, { fdPassing: true });
+  const fd = (qmp as unknown as { socket: { fd: number } }).socket.fd;
+  const socket = readlinkSync(`/proc/self/fd/${fd}`);
+  assert.match(socket, /^socket:\[\d+\]$/);
+  const inherited = await childDescriptors();
+  assert.not.match(inherited, socket, `the child holds the QMP connection:\n${inherited}`);
+  assert.is(closeOnExec(fd), true, "usocket's socket is close-on-exec");
+  qmp.close();
+  await p.close();
+});
+
+test("usocket's listening, accepted and received descriptors are close-on-exec too (the libvirt bridge's)", async () => {
+  type Sock = import("node:stream").Duplex & { fd: number; on(e: "fds", cb: (fds: number[]) => void): Sock };
+  const { UServer, USocket } = createRequire(import.meta.url)("usocket") as {
+    UServer: new () => {
+      fd: number;
+      listen(path: string, cb: () => void): void;
+      on(e: "connection", cb: (s: Sock) => void): void;
+      close(): void;
+    };
+    USocket: new () => Sock & { connect(path: string): void };
+  };
+  const path = join(dir, `userver-${n++}.sock`);
+  const server = new UServer();
+  const accepted = new Promise<Sock>((r) => server.on("connection", r));
+  await new Promise<void>((r) => server.listen(path, r));
+  const client = new USocket();
+  await new Promise<void>((r) => {
+    client.once("connected", () => r());
+    client.connect(path);
+  });
+  const peerSocket = await accepted;
+  peerSocket.on("data", () => {});
+  const received = new Promise<number[]>((r) => peerSocket.on("fds", r));
+  // A file opened by Node, as live capture does for the migration stream: libuv opens it O_CLOEXEC.
+  const file = openSync(join(dir, "passed.bin"), "w");
+  assert.is(closeOnExec(file), true, "fs.openSync is close-on-exec");
+  client.write({ data: Buffer.from("x"), fds: [file] } as unknown as Buffer);
+  const [got] = await received;
+  const fds = { listening: server.fd, client: client.fd, accepted: peerSocket.fd, received: got! };
+  const targets = Object.fromEntries(
+    Object.entries(fds).map(([k, fd]) => [k, readlinkSync(`/proc/self/fd/${fd}`)]),
+  );
+  const inherited = await childDescriptors();
+  for (const [what, fd] of Object.entries(fds)) {
+    assert.not.ok(
+      inherited.split("\n").some((l) => l.endsWith(` ${targets[what]}`)),
+      `the child inherited the ${what} descriptor (${targets[what]}):\n${inherited}`,
+    );
+    assert.is(closeOnExec(fd), true, `${what} descriptor ${fd} is close-on-exec`);
+  }
+  closeSync(file);
+  closeSync(got!);
+  client.destroy();
+  peerSocket.destroy();
+  server.close();
 });
 
 test("without fdPassing, sending descriptors is refused before anything is sent", async () => {

@@ -11,7 +11,16 @@
 // - File descriptors (for `getfd`/`add-fd`) travel as SCM_RIGHTS ancillary data with the command
 //   that consumes them; Node's net.Socket cannot send them, so connections opened with
 //   `fdPassing: true` use the `usocket` native module.
+// - Close-on-exec: libuv opens every descriptor Node creates with O_CLOEXEC/SOCK_CLOEXEC (files
+//   from fs.openSync included), and Node offers no fcntl, but child_process does not close the
+//   other descriptors a child inherits. usocket 1.1.0 creates its sockets (connect, listen,
+//   accept) and the descriptors it receives without close-on-exec, so a child spawned while such
+//   a connection is open (a shadow QEMU, qemu-img, ip, virsh) would inherit production's QMP
+//   connection and keep the monitor busy (it serves one client at a time) for as long as it
+//   runs. patches/usocket@1.1.0.patch (applied by pnpm) makes them close-on-exec; a usocket
+//   built without it is refused here rather than trusted (see `closeOnExec`).
 import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { createConnection } from "node:net";
 import type { Duplex } from "node:stream";
@@ -91,6 +100,24 @@ export function loadUsocket(): UsocketModule | null {
     }
   }
   return usocketModule;
+}
+
+/** Linux's O_CLOEXEC as /proc/<pid>/fdinfo prints it in `flags` (octal). */
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * Whether this process's descriptor `fd` is close-on-exec (read from /proc/self/fdinfo, since
+ * Node has no fcntl); undefined where that cannot be read (no /proc, or no such descriptor).
+ */
+export function closeOnExec(fd: number): boolean | undefined {
+  let info: string;
+  try {
+    info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+  } catch {
+    return undefined;
+  }
+  const flags = /^flags:\s*([0-7]+)/m.exec(info);
+  return flags ? (Number.parseInt(flags[1]!, 8) & O_CLOEXEC) !== 0 : undefined;
 }
 
 function describeConnectError(path: string, err: NodeJS.ErrnoException): string {
@@ -244,7 +271,19 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [Error |
           }
         });
       if (options.fdPassing) {
-        socket.once("connected", attachReader);
+        socket.once("connected", () => {
+          const fd = (socket as Duplex & { fd?: number }).fd;
+          if (fd !== undefined && closeOnExec(fd) === false) {
+            fail(
+              new QmpError(
+                "Unreachable",
+                "the usocket module was built without patches/usocket@1.1.0.patch: its sockets are not close-on-exec and every process the agent starts would inherit this QMP connection; reinstall dependencies with pnpm so the patch applies",
+              ),
+            );
+            return;
+          }
+          attachReader();
+        });
         (socket as Duplex & { connect(path: string): void }).connect(this.path);
       } else {
         attachReader();
