@@ -1,8 +1,10 @@
 // `shadowvm-agent shadow run|reap|capabilities`: campaigns of isolated, stressed shadows of a capture.
 import { existsSync, readFileSync, rmSync } from "node:fs";
+import { resolve } from "node:path";
 import {
   describeError,
   formatTable,
+  type Logger,
   ShadowvmError,
   type StressProfile,
   StressProfileError,
@@ -11,7 +13,7 @@ import {
 import { CaptureStore } from "../capture/store/index.js";
 import type { AgentConfig } from "../config/agent-config.js";
 import type { DetectedFailure } from "../detection/index.js";
-import { readMemInfo } from "../host/proc.js";
+import { detectCgroups, ShadowCgroups } from "../host/cgroups.js";
 import { restoreLibvirtCapture } from "../hypervisor/libvirt/libvirt-shadow.js";
 import {
   createRestoreDir,
@@ -20,15 +22,9 @@ import {
   restoredRoot,
   shadowsDir,
 } from "../shadow/open-lab.js";
-import type { ReapReport } from "../shadow/registry.js";
+import { type ReapReport, reapLeftovers, shadowsTag } from "../shadow/registry.js";
 import type { RestoredCapture } from "../shadow/restored-capture.js";
-import {
-  type CampaignResult,
-  type LabEvent,
-  labSettingsFromConfig,
-  ShadowLab,
-  type ShadowRunSpec,
-} from "../shadow/shadow-lab.js";
+import type { CampaignResult, LabEvent, ShadowLab, ShadowRunSpec } from "../shadow/shadow-lab.js";
 import { storeLocation } from "./capture-commands.js";
 import { type CommandContext, type ParsedCommand, parseCommand, UsageError } from "./cli-context.js";
 
@@ -113,16 +109,68 @@ function positiveNumber(name: string, value: string | undefined): number | undef
   return n;
 }
 
+/** What `reapShadowLeftovers` did: the registry's report plus the restored captures it removed. */
+export interface ShadowReapReport extends ReapReport {
+  /** Restored captures (plaintext memory and disks) of dead runs removed from <data_dir>/restored. */
+  restored: string[];
+}
+
+/** True when the reaper found nothing to remove and nothing went wrong. */
+export function reapFoundNothing(r: ShadowReapReport): boolean {
+  return (
+    r.shadows.length + r.killed.length + r.netns.length + r.cgroups.length + r.dirs.length === 0 &&
+    r.restored.length === 0 &&
+    r.errors.length === 0
+  );
+}
+
+/** One line for the operator (the CLI's output, a log message). */
+export function describeReap(r: ShadowReapReport): string {
+  return `reaped ${r.shadows.length} shadow(s): ${r.killed.length} process(es) killed, ${r.netns.length} namespace(s), ${r.cgroups.length} cgroup(s), ${r.dirs.length} director(y/ies), ${r.restored.length} restored capture(s) removed${r.skipped.length ? `; ${r.skipped.length} shadow(s) of a live agent left alone` : ""}${r.errors.length ? `; ${r.errors.length} error(s)` : ""}`;
+}
+
 /**
- * Reaps what shadows of a dead agent left (QEMU processes, namespaces, cgroups, overlays, restored
- * captures). For the agent's start-up (`serve`) as well as the CLI.
+ * Reaps what shadows of a dead agent left (QEMU processes, namespaces, cgroups, overlays, sockets,
+ * restored captures). For the agent's start-up (`serve`) as well as the CLI, so it never throws:
+ * a shadows directory that does not exist (a fresh host) is nothing to reap and is not created,
+ * and whatever fails is listed in `errors` while the rest is still reaped. It creates nothing
+ * (no directory, no cgroup) and shadows of a live agent (a CLI run beside the service) are left
+ * alone.
  */
-export async function reapShadowLeftovers(config: AgentConfig): Promise<ReapReport> {
-  const settings = labSettingsFromConfig(config.shadow, readMemInfo().totalBytes);
-  const lab = await ShadowLab.open({ shadowsDir: shadowsDir(config), settings });
-  await lab.close();
-  reapRestored(restoredRoot(config));
-  return lab.reaped!;
+export async function reapShadowLeftovers(config: AgentConfig, log?: Logger): Promise<ShadowReapReport> {
+  const dir = shadowsDir(config);
+  const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+  let report: ShadowReapReport;
+  try {
+    let cgroups: ShadowCgroups | undefined;
+    try {
+      const support = detectCgroups();
+      // The same parent the lab uses (ShadowLab's constructor), so its children are found.
+      if (support.cpu || support.memory)
+        cgroups = ShadowCgroups.forTag(support, shadowsTag(resolve(dir)), config.shadow.cgroup_parent);
+    } catch {
+      cgroups = undefined; // no cgroups to look at: shadows of this host had none either
+    }
+    report = { ...(await reapLeftovers(dir, cgroups, log)), restored: [] };
+  } catch (err) {
+    report = {
+      shadows: [],
+      killed: [],
+      netns: [],
+      cgroups: [],
+      dirs: [],
+      skipped: [],
+      errors: [`shadows under ${dir}: ${message(err)}`],
+      restored: [],
+    };
+  }
+  const restored = restoredRoot(config);
+  try {
+    report.restored = reapRestored(restored);
+  } catch (err) {
+    report.errors.push(`restored captures under ${restored}: ${message(err)}`);
+  }
+  return report;
 }
 
 function fmtOffset(ms: number): string {
@@ -333,10 +381,7 @@ export async function shadowCommand(ctx: CommandContext): Promise<number> {
       if (rest.length) throw new UsageError("shadow reap takes no arguments");
       const report = await reapShadowLeftovers(cmd.config);
       if (cmd.values.json) ctx.io.out(JSON.stringify(report, null, 2));
-      else
-        ctx.io.out(
-          `reaped ${report.shadows.length} shadow(s): ${report.killed.length} process(es) killed, ${report.netns.length} namespace(s), ${report.cgroups.length} cgroup(s), ${report.dirs.length} director(y/ies) removed${report.skipped.length ? `; ${report.skipped.length} shadow(s) of a live agent left alone` : ""}`,
-        );
+      else ctx.io.out(describeReap(report));
       for (const e of report.errors) ctx.io.err(`shadowvm-agent: error: ${e}`);
       return report.errors.length ? 1 : 0;
     }

@@ -116,7 +116,9 @@ export function shadowQemuProcesses(shadowsDir: string): { pid: number; workDir:
 
 /**
  * Removes every leftover of shadows of dead agents under `shadowsDir`: by record first, then by
- * name (QEMU processes, namespaces, cgroups) for anything no live record owns.
+ * name (QEMU processes, namespaces, cgroups) for anything no live record owns. A missing
+ * `shadowsDir` is nothing to reap by record; what cannot be removed is listed in `errors` and
+ * the rest is still reaped.
  */
 export async function reapLeftovers(
   shadowsDir: string,
@@ -194,22 +196,28 @@ export async function reapLeftovers(
       }
     }
     if (existsSync(dir)) {
-      rmSync(dir, { recursive: true, force: true });
-      report.dirs.push(dir);
+      await attempt(`directory ${dir}`, () => {
+        rmSync(dir, { recursive: true, force: true });
+        report.dirs.push(dir);
+      });
     }
     report.shadows.push(rec.id);
   }
 
   // By name: what no live record owns.
-  for (const q of shadowQemuProcesses(shadowsDir)) {
-    if (liveDirs.has(resolve(q.workDir))) continue;
-    if (kill(q.pid)) report.killed.push(q.pid);
-    await waitGone([q.pid]);
-    if (existsSync(q.workDir)) {
-      rmSync(q.workDir, { recursive: true, force: true });
-      report.dirs.push(q.workDir);
+  await attempt("shadow QEMU processes", async () => {
+    for (const q of shadowQemuProcesses(shadowsDir)) {
+      if (liveDirs.has(resolve(q.workDir))) continue;
+      if (kill(q.pid)) report.killed.push(q.pid);
+      await waitGone([q.pid]);
+      if (existsSync(q.workDir)) {
+        await attempt(`directory ${q.workDir}`, () => {
+          rmSync(q.workDir, { recursive: true, force: true });
+          report.dirs.push(q.workDir);
+        });
+      }
     }
-  }
+  });
   const prefix = `svm${tag}-`;
   for (const ns of await listNetns()) {
     if (!ns.startsWith(prefix) || live.has(ns.slice(prefix.length)) || report.netns.includes(ns)) continue;
@@ -226,7 +234,7 @@ export async function reapLeftovers(
         report.cgroups.push(name);
       });
     }
-    if (live.size === 0) await cgroups.removeParentIfEmpty();
+    if (live.size === 0) await attempt("cgroup parent", () => cgroups.removeParentIfEmpty());
   }
   if (report.shadows.length || report.killed.length || report.netns.length || report.cgroups.length) {
     log?.info({ reaped: report }, "reaped leftovers of earlier shadows");
