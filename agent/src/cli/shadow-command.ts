@@ -22,7 +22,7 @@ import {
   restoredRoot,
   shadowsDir,
 } from "../shadow/open-lab.js";
-import { type ReapReport, reapLeftovers, shadowsTag } from "../shadow/registry.js";
+import { emptyReapReport, type ReapReport, reapLeftovers, shadowsTag } from "../shadow/registry.js";
 import type { RestoredCapture } from "../shadow/restored-capture.js";
 import type { CampaignResult, LabEvent, ShadowLab, ShadowRunSpec } from "../shadow/shadow-lab.js";
 import { storeLocation } from "./capture-commands.js";
@@ -153,16 +153,8 @@ export async function reapShadowLeftovers(config: AgentConfig, log?: Logger): Pr
     }
     report = { ...(await reapLeftovers(dir, cgroups, log)), restored: [] };
   } catch (err) {
-    report = {
-      shadows: [],
-      killed: [],
-      netns: [],
-      cgroups: [],
-      dirs: [],
-      skipped: [],
-      errors: [`shadows under ${dir}: ${message(err)}`],
-      restored: [],
-    };
+    report = { ...emptyReapReport(), restored: [] };
+    report.errors.push(`shadows under ${dir}: ${message(err)}`);
   }
   const restored = restoredRoot(config);
   try {

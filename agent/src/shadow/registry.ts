@@ -81,6 +81,11 @@ export interface ReapReport {
   errors: string[];
 }
 
+/** A report of a reap that found nothing (yet). */
+export function emptyReapReport(): ReapReport {
+  return { shadows: [], killed: [], netns: [], cgroups: [], dirs: [], skipped: [], errors: [] };
+}
+
 function kill(pid: number): boolean {
   try {
     process.kill(pid, "SIGKILL");
@@ -125,15 +130,7 @@ export async function reapLeftovers(
   cgroups: ShadowCgroups | undefined,
   log?: Logger,
 ): Promise<ReapReport> {
-  const report: ReapReport = {
-    shadows: [],
-    killed: [],
-    netns: [],
-    cgroups: [],
-    dirs: [],
-    skipped: [],
-    errors: [],
-  };
+  const report = emptyReapReport();
   const tag = shadowsTag(shadowsDir);
   const live = new Set<string>(); // ids owned by live agents
   const liveDirs = new Set<string>();
