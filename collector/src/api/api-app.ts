@@ -497,29 +497,59 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
   });
   const P = pageParams(o);
 
-  // hosts
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/hosts`,
-      tags: ["inventory"],
-      summary: "Hypervisor hosts (one per agent)",
-      security,
-      request: { query: z.object({ ...P, hostname: nonEmpty.optional() }) },
-      responses: {
-        200: {
-          description: "hosts",
-          content: { "application/json": { schema: list(HostSchema, "HostList") } },
+  /**
+   * A paginated list: GET <path>?limit&offset&<query>, answered with `{items, page}` where
+   * `page.next` links the following page. `fetch` gets the filters (the query without limit and
+   * offset) and the page, and says whether more items follow.
+   */
+  const listRoute = <Q extends z.ZodRawShape, I extends z.ZodTypeAny>(r: {
+    path: string;
+    tag: string;
+    summary: string;
+    query: Q;
+    description: string;
+    item: I;
+    /** Name of the list's schema in the OpenAPI document. */
+    name: string;
+    fetch: (
+      filters: z.output<z.ZodObject<Q>>,
+      page: q.Page,
+    ) => Promise<{ items: z.input<I>[]; more: boolean }>;
+  }) =>
+    app.openapi(
+      createRoute({
+        method: "get",
+        path: `${API_PREFIX}${r.path}`,
+        tags: [r.tag],
+        summary: r.summary,
+        security,
+        request: { query: z.object({ ...P, ...r.query }) },
+        responses: {
+          200: {
+            description: r.description,
+            content: { "application/json": { schema: list(r.item, r.name) } },
+          },
+          ...READ_ERRORS,
         },
-        ...READ_ERRORS,
+      }),
+      async (c) => {
+        const { limit, offset, ...filters } = c.req.valid("query") as { limit: number; offset: number };
+        const res = await r.fetch(filters as z.output<z.ZodObject<Q>>, { limit, offset });
+        return c.json({ items: res.items, page: page(c, { limit, offset }, res.more) } as never, 200);
       },
-    }),
-    async (c) => {
-      const { limit, offset, hostname } = c.req.valid("query");
-      const r = await q.listHosts(o.db, { hostname }, { limit, offset });
-      return c.json({ items: r.items, page: page(c, { limit, offset }, r.more) }, 200);
-    },
-  );
+    );
+
+  // hosts
+  listRoute({
+    path: "/hosts",
+    tag: "inventory",
+    summary: "Hypervisor hosts (one per agent)",
+    query: { hostname: nonEmpty.optional() },
+    description: "hosts",
+    item: HostSchema,
+    name: "HostList",
+    fetch: (f, p) => q.listHosts(o.db, f, p),
+  });
   app.openapi(
     createRoute({
       method: "get",
@@ -542,37 +572,25 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
   );
 
   // VMs and risk
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/vms`,
-      tags: ["vms"],
-      summary: "Production VMs with their current risk (highest risk first by default)",
-      security,
-      request: {
-        query: z.object({
-          ...P,
-          agent_id: nonEmpty.optional(),
-          name: nonEmpty.optional(),
-          state: nonEmpty.optional(),
-          assessed: boolParam
-            .optional()
-            .openapi({ description: "true: only VMs the risk engine assessed; false: only the others" }),
-          min_score: z.coerce.number().min(0).max(1).optional(),
-          sort: z.enum(["risk", "name"]).default("risk"),
-        }),
-      },
-      responses: {
-        200: { description: "VMs", content: { "application/json": { schema: list(VmSchema, "VmList") } } },
-        ...READ_ERRORS,
-      },
-    }),
-    async (c) => {
-      const { limit, offset, ...f } = c.req.valid("query");
-      const r = await q.listVms(o.db, o.risk, f, { limit, offset });
-      return c.json({ items: r.items, page: page(c, { limit, offset }, r.more) }, 200);
+  listRoute({
+    path: "/vms",
+    tag: "vms",
+    summary: "Production VMs with their current risk (highest risk first by default)",
+    query: {
+      agent_id: nonEmpty.optional(),
+      name: nonEmpty.optional(),
+      state: nonEmpty.optional(),
+      assessed: boolParam
+        .optional()
+        .openapi({ description: "true: only VMs the risk engine assessed; false: only the others" }),
+      min_score: z.coerce.number().min(0).max(1).optional(),
+      sort: z.enum(["risk", "name"]).default("risk"),
     },
-  );
+    description: "VMs",
+    item: VmSchema,
+    name: "VmList",
+    fetch: (f, p) => q.listVms(o.db, o.risk, f, p),
+  });
   const vmParams = {
     params: z.object({ uuid: nonEmpty }),
   };
@@ -717,72 +735,42 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
   );
 
   // captures and shadow runs
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/captures`,
-      tags: ["shadows"],
-      summary: "Captures of production VMs (newest first)",
-      security,
-      request: {
-        query: z.object({
-          ...P,
-          ...timeParams,
-          vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
-          agent_id: nonEmpty.optional(),
-          status: z.enum(["running", "ok", "failed", "aborted"]).optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: "captures",
-          content: { "application/json": { schema: list(CaptureSchema, "CaptureList") } },
-        },
-        ...READ_ERRORS,
-      },
-    }),
-    async (c) => {
-      const { limit, offset, ...f } = c.req.valid("query");
-      const r = await q.listCaptures(o.db, f, { limit, offset });
-      return c.json({ items: r.items, page: page(c, { limit, offset }, r.more) }, 200);
+  listRoute({
+    path: "/captures",
+    tag: "shadows",
+    summary: "Captures of production VMs (newest first)",
+    query: {
+      ...timeParams,
+      vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
+      agent_id: nonEmpty.optional(),
+      status: z.enum(["running", "ok", "failed", "aborted"]).optional(),
     },
-  );
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/shadow-runs`,
-      tags: ["shadows"],
-      summary: "Shadow runs, filtered by VM, profile, outcome and time (newest first)",
-      security,
-      request: {
-        query: z.object({
-          ...P,
-          ...timeParams,
-          vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
-          agent_id: nonEmpty.optional(),
-          outcome: z.enum(["unspecified", "ok", "failed", "inconclusive"]).optional(),
-          strategy: nonEmpty.optional(),
-          campaign_id: nonEmpty.optional(),
-          profile: nonEmpty.optional().openapi({
-            description: 'text the profile\'s JSON contains, e.g. disk_io_error or "cpu_load":0.9',
-          }),
-          control: boolParam.optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: "shadow runs",
-          content: { "application/json": { schema: list(ShadowRunSchema, "ShadowRunList") } },
-        },
-        ...READ_ERRORS,
-      },
-    }),
-    async (c) => {
-      const { limit, offset, ...f } = c.req.valid("query");
-      const r = await q.listShadowRuns(o.db, f, { limit, offset });
-      return c.json({ items: r.items, page: page(c, { limit, offset }, r.more) }, 200);
+    description: "captures",
+    item: CaptureSchema,
+    name: "CaptureList",
+    fetch: (f, p) => q.listCaptures(o.db, f, p),
+  });
+  listRoute({
+    path: "/shadow-runs",
+    tag: "shadows",
+    summary: "Shadow runs, filtered by VM, profile, outcome and time (newest first)",
+    query: {
+      ...timeParams,
+      vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
+      agent_id: nonEmpty.optional(),
+      outcome: z.enum(["unspecified", "ok", "failed", "inconclusive"]).optional(),
+      strategy: nonEmpty.optional(),
+      campaign_id: nonEmpty.optional(),
+      profile: nonEmpty.optional().openapi({
+        description: 'text the profile\'s JSON contains, e.g. disk_io_error or "cpu_load":0.9',
+      }),
+      control: boolParam.optional(),
     },
-  );
+    description: "shadow runs",
+    item: ShadowRunSchema,
+    name: "ShadowRunList",
+    fetch: (f, p) => q.listShadowRuns(o.db, f, p),
+  });
   app.openapi(
     createRoute({
       method: "get",
@@ -810,69 +798,39 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
   );
 
   // failures and signatures
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/failures`,
-      tags: ["failures"],
-      summary: "Failures found in shadows, with where (VM, run, profile) and when (newest first)",
-      security,
-      request: {
-        query: z.object({
-          ...P,
-          ...timeParams,
-          fingerprint: nonEmpty.optional(),
-          class: nonEmpty.optional(),
-          vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
-          shadow_run_id: nonEmpty.optional(),
-          agent_id: nonEmpty.optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: "failures",
-          content: { "application/json": { schema: list(FailureSchema, "FailureList") } },
-        },
-        ...READ_ERRORS,
-      },
-    }),
-    async (c) => {
-      const { limit, offset, ...f } = c.req.valid("query");
-      const r = await q.listFailures(o.db, f, { limit, offset });
-      return c.json({ items: r.items, page: page(c, { limit, offset }, r.more) }, 200);
+  listRoute({
+    path: "/failures",
+    tag: "failures",
+    summary: "Failures found in shadows, with where (VM, run, profile) and when (newest first)",
+    query: {
+      ...timeParams,
+      fingerprint: nonEmpty.optional(),
+      class: nonEmpty.optional(),
+      vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
+      shadow_run_id: nonEmpty.optional(),
+      agent_id: nonEmpty.optional(),
     },
-  );
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/signatures`,
-      tags: ["failures"],
-      summary: "Failure signatures over the fleet (most failures first)",
-      security,
-      request: {
-        query: z.object({
-          ...P,
-          ...timeParams,
-          class: nonEmpty.optional(),
-          vm: nonEmpty.optional().openapi({ description: "VM UUID" }),
-          q: nonEmpty.optional().openapi({ description: "text in the title, or an exact fingerprint" }),
-          sort: z.enum(["count", "last_seen"]).default("count"),
-        }),
-      },
-      responses: {
-        200: {
-          description: "signatures",
-          content: { "application/json": { schema: list(SignatureSchema, "SignatureList") } },
-        },
-        ...READ_ERRORS,
-      },
-    }),
-    async (c) => {
-      const { limit, offset, ...f } = c.req.valid("query");
-      const r = await q.listSignatures(o.db, f, { limit, offset });
-      return c.json({ items: r.items, page: page(c, { limit, offset }, r.more) }, 200);
+    description: "failures",
+    item: FailureSchema,
+    name: "FailureList",
+    fetch: (f, p) => q.listFailures(o.db, f, p),
+  });
+  listRoute({
+    path: "/signatures",
+    tag: "failures",
+    summary: "Failure signatures over the fleet (most failures first)",
+    query: {
+      ...timeParams,
+      class: nonEmpty.optional(),
+      vm: nonEmpty.optional().openapi({ description: "VM UUID" }),
+      q: nonEmpty.optional().openapi({ description: "text in the title, or an exact fingerprint" }),
+      sort: z.enum(["count", "last_seen"]).default("count"),
     },
-  );
+    description: "signatures",
+    item: SignatureSchema,
+    name: "SignatureList",
+    fetch: (f, p) => q.listSignatures(o.db, f, p),
+  });
   app.openapi(
     createRoute({
       method: "get",
@@ -907,38 +865,23 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
   );
 
   // alerts
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/alerts`,
-      tags: ["risk"],
-      summary: "Alerts raised by the risk engine (newest first)",
-      security,
-      request: {
-        query: z.object({
-          ...P,
-          vm: nonEmpty.optional().openapi({ description: "VM UUID" }),
-          state: nonEmpty.optional(),
-          severity: nonEmpty.optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: "alerts",
-          content: { "application/json": { schema: list(AlertSchema, "AlertList") } },
-        },
-        ...READ_ERRORS,
-      },
-    }),
-    async (c) => {
-      const { limit, offset, vm, state, severity } = c.req.valid("query");
-      const items = await o.risk.alerts({ vm_uuid: vm, state, severity, limit: limit + 1, offset });
-      return c.json(
-        { items: items.slice(0, limit), page: page(c, { limit, offset }, items.length > limit) },
-        200,
-      );
+  listRoute({
+    path: "/alerts",
+    tag: "risk",
+    summary: "Alerts raised by the risk engine (newest first)",
+    query: {
+      vm: nonEmpty.optional().openapi({ description: "VM UUID" }),
+      state: nonEmpty.optional(),
+      severity: nonEmpty.optional(),
     },
-  );
+    description: "alerts",
+    item: AlertSchema,
+    name: "AlertList",
+    fetch: async ({ vm, state, severity }, { limit, offset }) => {
+      const items = await o.risk.alerts({ vm_uuid: vm, state, severity, limit: limit + 1, offset });
+      return { items: items.slice(0, limit), more: items.length > limit };
+    },
+  });
 
   // reports
   const links = (id: string) =>
@@ -946,34 +889,19 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
       ["json", "csv", "parquet", "html"].map((f) => [f, `${API_PREFIX}/reports/${id}/${f}`]),
     );
   const withLinks = (m: ReturnType<ReportService["list"]>[number]) => ({ ...m, links: links(m.id) });
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: `${API_PREFIX}/reports`,
-      tags: ["reports"],
-      summary: "Risk reports (newest first)",
-      security,
-      request: { query: z.object({ ...P }) },
-      responses: {
-        200: {
-          description: "reports",
-          content: { "application/json": { schema: list(ReportMetaSchema, "ReportList") } },
-        },
-        ...READ_ERRORS,
-      },
-    }),
-    async (c) => {
-      const { limit, offset } = c.req.valid("query");
+  listRoute({
+    path: "/reports",
+    tag: "reports",
+    summary: "Risk reports (newest first)",
+    query: {},
+    description: "reports",
+    item: ReportMetaSchema,
+    name: "ReportList",
+    fetch: async (_f, { limit, offset }) => {
       const all = o.reports.list();
-      return c.json(
-        {
-          items: all.slice(offset, offset + limit).map(withLinks),
-          page: page(c, { limit, offset }, all.length > offset + limit),
-        },
-        200,
-      );
+      return { items: all.slice(offset, offset + limit).map(withLinks), more: all.length > offset + limit };
     },
-  );
+  });
   app.openapi(
     createRoute({
       method: "post",
