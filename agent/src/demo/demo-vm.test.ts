@@ -1,5 +1,4 @@
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ShadowvmError } from "@shadowvm/shared";
@@ -9,7 +8,6 @@ import {
   type DemoVmArgsInput,
   defaultGuestDir,
   demoVmArgs,
-  freePort,
   GUEST_CHANNEL_NAME,
   guestBuildScript,
   macForName,
@@ -111,17 +109,6 @@ test("macForName: stable, QEMU prefix, differs by name", () => {
   assert.is(macForName("web1"), macForName("web1"));
   assert.match(macForName("web1"), /^52:54:00(:[0-9a-f]{2}){3}$/);
   assert.is.not(macForName("web1"), macForName("web2"));
-});
-
-test("freePort: a port that can be bound on 127.0.0.1", async () => {
-  const port = await freePort();
-  assert.ok(port > 0 && port < 65536);
-  const srv = createServer();
-  await new Promise<void>((res, rej) => {
-    srv.once("error", rej);
-    srv.listen(port, "127.0.0.1", () => res());
-  });
-  await new Promise<void>((res) => srv.close(() => res()));
 });
 
 test("defaultGuestDir and guestBuildScript", () => {

@@ -12,12 +12,12 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { copyFile, mkdir, open, readFile, rm } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { ShadowvmError } from "@shadowvm/shared";
+import { freePort, ShadowvmError } from "@shadowvm/shared";
 import { GuestChannel, type GuestChannelOptions } from "../guest/guest-channel.js";
 
 const execFileP = promisify(execFile);
@@ -255,18 +255,8 @@ export function macForName(name: string): string {
   return `52:54:00:${[h[0], h[1], h[2]].map((b) => (b ?? 0).toString(16).padStart(2, "0")).join(":")}`;
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close). */
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => (port ? res(port) : rej(new Error("no port from listen(0)"))));
-    });
-  });
-}
+/** Moved to @shadowvm/shared (the shadow lab uses it too); re-exported for the demo's modules. */
+export { freePort } from "@shadowvm/shared";
 
 // --- the VM ------------------------------------------------------------------------------------------
 

@@ -17,8 +17,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { ShadowvmError } from "@shadowvm/shared";
-import { freePort } from "../demo/demo-vm.js";
+import { freePort, ShadowvmError } from "@shadowvm/shared";
 import { QmpClient, type QmpEvent } from "../hypervisor/qemu/qmp-client.js";
 import {
   createShadowNetns,

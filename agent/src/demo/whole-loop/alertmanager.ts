@@ -3,8 +3,7 @@
 // own storage dir, for the demo's whole loop and the alert tests.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ShadowvmError, waitFor } from "@shadowvm/shared";
-import { freePort } from "../demo-vm.js";
+import { freePort, ShadowvmError, waitFor } from "@shadowvm/shared";
 import { ServiceProcess } from "./service-process.js";
 
 export const ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager";
