@@ -26,22 +26,11 @@ export const SAMPLE_COLUMNS = [
   "vm_uuid",
   "ts_ms",
   "cpu_usage",
-  "memory_used_bytes",
-  "memory_available_bytes",
-  "memory_balloon_bytes",
-  "disk_read_bytes",
-  "disk_write_bytes",
-  "disk_read_ops",
-  "disk_write_ops",
-  "net_rx_bytes",
-  "net_tx_bytes",
-  "net_rx_packets",
-  "net_tx_packets",
-  "net_rx_drops",
-  "net_tx_drops",
+  ...COUNTERS,
   "extra",
 ] as const;
 
+/** The DuckDB type of each column of SAMPLE_COLUMNS. */
 const TYPES = [VARCHAR, UTINYINT, VARCHAR, BIGINT, DOUBLE, ...COUNTERS.map(() => UBIGINT), VARCHAR];
 
 type U64Writer = (row: number, value: number) => void;
