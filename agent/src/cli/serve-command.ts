@@ -30,12 +30,11 @@ export async function serveCommand(ctx: CommandContext): Promise<number> {
   });
   // Loaded here, not at the top, so other commands do not pay for the service's modules.
   const { startAgentService } = await import("../telemetry/agent-service.js");
-  const { reapShadowLeftovers } = await import("./shadow-command.js");
+  const { describeReap, reapFoundNothing, reapShadowLeftovers } = await import("./shadow-command.js");
   // Shadows of an agent that died (QEMU processes, namespaces, cgroups, overlays, plaintext
   // restores) go before anything new starts.
   const reaped = await reapShadowLeftovers(cmd.config);
-  if (reaped.shadows.length || reaped.killed.length || reaped.netns.length || reaped.cgroups.length)
-    logger.warn({ reaped }, "agent: reaped leftovers of earlier shadows");
+  if (!reapFoundNothing(reaped)) logger.warn({ reaped }, `agent: ${describeReap(reaped)}`);
   const service = await startAgentService(cmd.config, { logger, driver: cmd.createDriver() });
   const campaigns = cmd.config.campaigns.enabled ? await startCampaigns(cmd, service, logger) : undefined;
   await new Promise<void>((resolve) => {
