@@ -8,13 +8,18 @@
 //          [--work-dir DIR] [--reports-dir DIR] [--leak-kb-s N] [--budget N] [--parallel K]
 //          [--duration S] [--first-delay S] [--timeout S]
 // Ctrl-C (or any error) stops everything (agent first, which tears its shadows down) and removes
-// the work dir; a second Ctrl-C exits at once (QEMU and the services are still killed on exit).
+// the work dir; a second Ctrl-C kills everything at once (shadows reaped from the agent's registry).
 // Exit code 0 when the loop produced a risk table from real shadow failures (and, with
 // --until-production-fails, production failed), 1 otherwise, 130 when interrupted.
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { describeError } from "@shadowvm/shared";
-import { runWholeLoop, type WholeLoopOptions, type WholeLoopSummary } from "./whole-loop/whole-loop.js";
+import {
+  runWholeLoop,
+  stopWholeLoopNow,
+  type WholeLoopOptions,
+  type WholeLoopSummary,
+} from "./whole-loop/whole-loop.js";
 
 const USAGE = `Usage: node agent/dist/demo/main-job.js [options]   (bash deploy/demo.sh [options])
 
@@ -68,7 +73,8 @@ async function main(): Promise<number> {
   const onSignal = (sig: NodeJS.Signals) => {
     interrupts++;
     if (interrupts > 1) {
-      process.stderr.write("\ndemo: second interrupt, exiting now (services and QEMU are killed on exit)\n");
+      process.stderr.write("\ndemo: second interrupt: killing everything now\n");
+      stopWholeLoopNow();
       process.exit(130);
     }
     process.stdout.write(

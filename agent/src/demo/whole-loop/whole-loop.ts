@@ -12,8 +12,8 @@
 // them and an HTML report, and tears everything down unless asked to keep it. With
 // untilProductionFails it goes on until the production VM's own console shows the OOM kill and
 // reports the lead time of the alert.
-import { execFile } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -143,6 +143,13 @@ function pause(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+let emergencyStop: (() => void) | undefined;
+
+/** Kills what the running loop started, at once (a second Ctrl-C); synchronous. */
+export function stopWholeLoopNow(): void {
+  emergencyStop?.();
+}
+
 export function defaultReportsDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env["SHADOWVM_CACHE"] || join(homedir(), ".cache", "shadowvm"), "demo-reports");
 }
@@ -182,6 +189,28 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
   const agentConfigFile = join(workDir, "agent.yaml");
   let keep = false;
   let monitor: LoopMonitor | undefined;
+
+  // A second Ctrl-C does not wait for the orderly teardown: everything is killed at once, the
+  // agent's shadows reaped from its registry, the work dir removed (all synchronous).
+  emergencyStop = () => {
+    watch?.stop();
+    if (keep) return;
+    agent?.killNow();
+    if (existsSync(agentConfigFile)) {
+      try {
+        execFileSync(process.execPath, [AGENT_BIN, "shadow", "reap", "--config", agentConfigFile], {
+          stdio: "ignore",
+          timeout: 30_000,
+        });
+      } catch {
+        /* best effort */
+      }
+    }
+    collector?.killNow();
+    am?.process.killNow();
+    for (const vm of vms) vm.process.kill("SIGKILL");
+    rmSync(workDir, { recursive: true, force: true });
+  };
 
   const teardown = async () => {
     watch?.stop();
@@ -326,13 +355,23 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
     const deadline = Date.now() + (o.timeoutS ?? (o.untilProductionFails ? 1500 : 900)) * 1000;
     let doneAt: number | undefined;
     let announcedWaitForProduction = false;
+    let lastPollError = "";
     for (;;) {
       aborted(o.signal);
       agent.assertRunning();
       collector.assertRunning();
       am.process.assertRunning();
-      await monitor.poll().catch((err) => event(`(collector API: ${describeError(err)})`));
-      const s = monitor.state;
+      await mon.poll().then(
+        () => {
+          lastPollError = "";
+        },
+        (err) => {
+          const m = describeError(err);
+          if (m !== lastPollError) event(`(collector API: ${m})`);
+          lastPollError = m;
+        },
+      );
+      const s = mon.state;
       if (s.campaignError)
         throw new ShadowvmError("demo", "campaign-failed", `the campaign failed: ${s.campaignError}`);
       if (s.alerts.has(HEALTHY_VM)) summary.healthy_alerted = true;
@@ -348,9 +387,8 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
       }
       // The campaign's results are in and a risk round has taken them all into account.
       if (doneAt === undefined && s.campaignFinishedAtMs !== undefined) {
-        const lastFailure = monitor.lastFailureStoredMs();
-        if (monitor.lastRiskRoundMs() > lastFailure && (lastFailure > 0 || s.runs.size > 0))
-          doneAt = Date.now();
+        const lastFailure = mon.lastFailureStoredMs();
+        if (mon.lastRiskRoundMs() > lastFailure && (lastFailure > 0 || s.runs.size > 0)) doneAt = Date.now();
       }
       const alertOrGrace =
         s.alerts.has(PRODUCTION_VM) || (doneAt !== undefined && Date.now() - doneAt > 20_000);
@@ -371,10 +409,10 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
       await pause(1000, o.signal);
     }
     // A last look, so the summary has the final state of everything.
-    await monitor.poll().catch(() => undefined);
+    await mon.poll().catch(() => undefined);
 
     // --- 5. results --------------------------------------------------------------------------------------
-    fillSummary(summary, monitor, watch, o);
+    fillSummary(summary, mon, watch, o);
     if (summary.risk_from_shadow_failures === 0)
       summary.problems.push("no risk row was built from this run's shadow failures");
     if (o.untilProductionFails && summary.production_failed_at_ms === undefined)
