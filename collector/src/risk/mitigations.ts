@@ -58,7 +58,7 @@ const memoryRule: Rule = (c) => {
   if (leakMbPerH !== null && leakMbPerH > 0) {
     steps.push({
       action: "find and fix the leak (the growth does not level off)",
-      because: `resident memory grows ~${leakMbPerH.toFixed(0)} MiB/h`,
+      because: `the guest's memory in use grows ~${leakMbPerH.toFixed(0)} MiB/h`,
     });
   }
   return steps;
