@@ -202,6 +202,10 @@ test("engine on constructed histories", async () => {
   const calm = find(all, "calm-1")!;
   assert.ok(calm.probability! < 0.01, `calm p=${calm.probability}`);
   assert.equal(calm.time_to_failure_h, null);
+  assert.ok(
+    calm.mitigations.every((m) => !/leak/.test(m.action)),
+    "a flat VM's noise is not called a leak",
+  );
 
   const web2 = find(all, "web-2")!;
   assert.equal(web2.source, "fleet");

@@ -55,7 +55,8 @@ const memoryRule: Rule = (c) => {
       because: `memory use ${pct(c.level)} of RAM, ${rate(c.slope_per_h)}; ${evidence(c)}; reaches it ${hours(c.time_to_failure_h)}`,
     },
   ];
-  if (leakMbPerH !== null && leakMbPerH > 0) {
+  // Only a growth that reaches the boundary is called a leak; a flat VM's noise is not.
+  if (leakMbPerH !== null && leakMbPerH > 0 && c.time_to_failure_h !== null) {
     steps.push({
       action: "find and fix the leak (the growth does not level off)",
       because: `the guest's memory in use grows ~${leakMbPerH.toFixed(0)} MiB/h`,
