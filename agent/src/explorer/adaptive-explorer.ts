@@ -2,7 +2,8 @@
 // and proposes the next batch of profiles with one of three strategies:
 // - baseline: the specification's generator around the production operating point;
 // - random:   uniform over the search space (the comparison point);
-// - adaptive: a space-filling start, then model-guided batches (see docs/explorer.md).
+// - adaptive: a full-stress probe and a space-filling start, then batches chosen from the outcomes
+//             so far (see docs/explorer.md).
 import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS, type FaultKind, type StressProfile } from "@shadowvm/shared";
 import { baselineToStressProfile, generateStressProfile, type ProductionVmData } from "./baseline.js";
 import { type Boundary, estimateBoundaries } from "./boundary.js";
@@ -10,7 +11,6 @@ import { designShift, rdPoint } from "./design.js";
 import {
   fitSelectedModel,
   type KernelBetaModel,
-  KernelCountModel,
   type LabeledPoint,
   selectLengthscale,
   sqDist,
@@ -56,23 +56,29 @@ interface Row {
   own: boolean;
 }
 
-/** The candidate pool and the acquisition mix per batch slot. */
+/** The candidate pool (recall slots) and the ablations (boundary slots) per batch slot. */
 const CANDIDATES = 1200;
 const ABLATIONS = 300;
 type SlotKind = "discover" | "boundary";
-const SLOT_CYCLE: readonly SlotKind[] = ["discover"];
-const SATURATED_CYCLE: readonly SlotKind[] = ["boundary", "discover", "boundary", "discover"];
 /** Discovery tactics the bandit chooses among (see docs/explorer.md). */
-const DISCOVERY_ARMS = ["fill", "spread", "model"] as const;
-type Arm = (typeof DISCOVERY_ARMS)[number] | "boundary";
+const DISCOVERY_ARMS = ["fill", "face"] as const;
+type Arm = (typeof DISCOVERY_ARMS)[number] | "corner" | "recall" | "boundary";
 /** Pseudo-trials of the tactics' shared prior. */
 const ARM_PRIOR = 2;
 /** Per-trial discount of a tactic's past results. */
 const ARM_DISCOUNT = 0.85;
-/** Good-Turing chance of a new signature per trial below which discovery counts as saturated. */
-const SATURATION = 0.1;
-/** Weight of the count model's uncertainty in the discovery score (UCB-style optimism). */
-const DISCOVERY_OPTIMISM = 1;
+/** Share of coordinates a `face` point pushes to their maximum. */
+const FACE_SHARE = 0.25;
+/** A fill point the known signatures' models explain with at least this probability is skipped... */
+const EXPLAINED = 0.7;
+/** ...at most this many times in a row (the sequence stays space-filling). */
+const MAX_SKIPS = 6;
+/** Own runs in a row without a new signature after which discovery counts as saturated. */
+const SATURATION_WINDOW = 12;
+/** Once saturated, one batch slot in this many refines boundaries. */
+const BOUNDARY_EVERY = 2;
+/** Recall slots per signature known only from similar VMs, before it is left to discovery. */
+const RECALL_TRIES = 2;
 
 export class Explorer {
   readonly strategy: StrategyName;
@@ -223,6 +229,13 @@ export class Explorer {
   private proposeAdaptive(k: number): StressProfile[] {
     const out: StressProfile[] = [];
     const D = this.space.size;
+    // Full-stress probe: every knob at its maximum, every allowed fault at its top rate. Every failure
+    // mode that grows with stress shows there, so one run screens them all (a crash may hide the
+    // milder ones: the face and fill tactics look for those).
+    if (!this.state.trials.some((t) => t.arm === "corner")) {
+      out.push(this.space.fromUnit(new Array<number>(D).fill(1)));
+      this.pendingArms.push("corner");
+    }
     // Initial space-filling design (only counts this VM's own trials).
     while (
       out.length < k &&
@@ -236,14 +249,6 @@ export class Explorer {
 
     const rows = this.rows();
     const own = rows.filter((r) => r.own);
-    const lengthscale = selectLengthscale(this.failurePoints(rows), D);
-    const inv2l2 = 1 / (2 * lengthscale * lengthscale);
-
-    // Signatures per trial: the discovery score's notion of "how much goes wrong here".
-    const countModel = new KernelCountModel(
-      rows.map((r) => ({ z: r.z, y: Math.max(r.signatures.length, r.failed ? 1 : 0), w: r.w })),
-      { lengthscale },
-    );
     const sigCount = new Map<string, number>();
     for (const r of own) for (const s of r.signatures) sigCount.set(s, (sigCount.get(s) ?? 0) + 1);
     const allSigs = [...new Set(rows.flatMap((r) => r.signatures))].sort();
@@ -253,124 +258,182 @@ export class Explorer {
       sigModels.set(s, fitSelectedModel(pts, D));
     }
     const ownSigs = allSigs.filter((s) => sigCount.has(s));
+    // Signatures similar VMs showed and this one has not (yet).
+    const priorOnly = allSigs.filter((s) => !sigCount.has(s));
+    /** Probability that a run at z shows some signature already seen here. */
+    const explained = (z: readonly number[]) => {
+      let none = 1;
+      for (const s of ownSigs) none *= 1 - sigModels.get(s)!.predict(z).mean;
+      return 1 - none;
+    };
 
-    // Least stress seen per signature, to aim boundary slots at or below it.
-    const minStress = new Map<string, number>();
-    for (const s of ownSigs) {
-      let m = Infinity;
-      for (const r of own) if (r.signatures.includes(s)) m = Math.min(m, stressOf(r.z));
-      minStress.set(s, m);
-    }
-
-    const candidates = this.candidates(rows, lengthscale);
-    // Expected unseen signatures at each candidate, optimistically: what the count model expects
-    // beyond what the known signatures explain, plus its uncertainty; signatures known only from
-    // similar VMs count as unseen here.
-    const discovery = candidates.map((c) => {
-      const n = countModel.predict(c.z);
-      let explained = 0;
-      let priorOnly = 0;
-      for (const [s, m] of sigModels) {
-        const p = m.predict(c.z).mean;
-        if (sigCount.has(s)) explained += p;
-        else priorOnly += p;
-      }
-      return Math.max(0, n.mean - explained) + DISCOVERY_OPTIMISM * n.sd + priorOnly;
-    });
-    const tried = own.map((r) => r.z);
+    // Every pick joins the tried set before the next slot is chosen, so a batch spreads out.
+    const tried = [...own.map((r) => r.z), ...out.map((p) => this.space.features(p))];
+    const lengthscale = selectLengthscale(this.failurePoints(rows), D);
+    const inv2l2 = 1 / (2 * lengthscale * lengthscale);
     const novelty = (z: readonly number[]) => {
       let d = Infinity;
       for (const t of tried) d = Math.min(d, sqDist(z, t));
       return Number.isFinite(d) ? 1 - Math.exp(-d * inv2l2) : 1;
     };
 
-    // Slot schedule: all discovery while signatures keep turning up, half boundary once discovery
-    // looks saturated (then refining what was found pays more). Good-Turing: the chance
-    // that the next trial shows an unseen signature is about (signatures seen once) / (trials).
-    const singletons = [...sigCount.values()].filter((c) => c === 1).length;
-    const saturated = own.length > 0 && singletons / own.length < SATURATION;
-    const cycle = saturated ? SATURATED_CYCLE : SLOT_CYCLE;
+    const saturated = ownSigs.length > 0 && this.discoverySaturated();
     const armStats = this.armStats();
     let slot = this.state.trials.length + out.length;
     let boundaryTurn = this.state.trials.length;
-    const taken = new Set<number>();
+    let recalls =
+      priorOnly.length * RECALL_TRIES - this.state.trials.filter((t) => t.arm === "recall").length;
+    let candidates: Candidate[] | undefined;
     while (out.length < k) {
-      let kind: SlotKind = cycle[slot % cycle.length]!;
-      if (kind === "boundary" && ownSigs.length === 0) kind = "discover";
+      const kind: SlotKind = saturated && slot % BOUNDARY_EVERY === 0 ? "boundary" : "discover";
       slot++;
-      let arm: Arm = "boundary";
-      if (kind === "discover") {
-        // Thompson sampling over discovery tactics, rewarded by new signatures: which one pays
-        // depends on the failure geometry (corners for stress-monotone failures, even filling
-        // for islands), so the campaign learns it instead of assuming it.
-        // Empirical-Bayes prior: every tactic starts at the pooled success rate with the weight of
-        // two trials, so a tactic is dropped after a miss or two instead of after many.
-        let wins = 0;
-        let pulls = 0;
-        for (const st of armStats.values()) {
-          wins += st.wins;
-          pulls += st.pulls;
-        }
-        const pooled = (wins + 1) / (pulls + 2);
-        let bestDraw = -1;
-        for (const a of DISCOVERY_ARMS) {
-          const st = armStats.get(a)!;
-          const draw = this.rng.beta(
-            ARM_PRIOR * pooled + st.wins,
-            ARM_PRIOR * (1 - pooled) + st.pulls - st.wins,
-          );
-          if (draw > bestDraw) {
-            bestDraw = draw;
-            arm = a;
+      let arm: Arm;
+      let profile: StressProfile;
+      if (kind === "boundary") {
+        arm = "boundary";
+        profile = this.boundaryProbe(
+          ownSigs[boundaryTurn++ % ownSigs.length]!,
+          own,
+          ownSigs,
+          sigModels,
+          novelty,
+        );
+      } else if (recalls > 0 && !this.pendingArms.includes("recall")) {
+        // Recall: one slot per batch looks where similar VMs saw signatures this VM has not shown yet.
+        arm = "recall";
+        recalls--;
+        candidates ??= this.candidates(rows, lengthscale);
+        let best = candidates[0]!;
+        let bestScore = -Infinity;
+        for (const c of candidates) {
+          let p = 0;
+          for (const s of priorOnly) p += sigModels.get(s)!.predict(c.z).mean;
+          const score = p * novelty(c.z);
+          if (score > bestScore) {
+            bestScore = score;
+            best = c;
           }
         }
-      }
-      if (arm === "fill") {
-        // Continue the space-filling sequence: even coverage, no pull to the corners.
-        const profile = this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift));
-        tried.push(this.space.features(profile));
-        this.pendingArms.push(arm);
-        out.push(profile);
-        continue;
-      }
-      let pool: Candidate[] = candidates;
-      let scores: number[];
-      if (arm === "spread") {
-        // Farthest from everything tried (maximin): reaches the corners and faces of the space.
-        const triedU = tried.map((z) => this.space.unitFromFeatures(z));
-        scores = candidates.map((c, i) => {
-          if (taken.has(i)) return -Infinity;
-          let d = Infinity;
-          for (const t of triedU) d = Math.min(d, sqDist(c.u, t));
-          return d;
-        });
-      } else if (arm === "model") {
-        scores = discovery.map((d, i) => (taken.has(i) ? -Infinity : d * novelty(candidates[i]!.z)));
+        profile = this.space.fromUnit(best.u);
       } else {
-        // Boundary: expected lowering of the least stress at which the target signature was seen,
-        // p(signature at x) * (least stress so far - stress(x)), over ablations of its positives.
-        const target = ownSigs[boundaryTurn++ % ownSigs.length]!;
-        const model = sigModels.get(target)!;
-        const best = minStress.get(target)!;
-        const positives = own
-          .filter((r) => r.signatures.includes(target))
-          .sort((a, b) => stressOf(a.z) - stressOf(b.z));
-        pool = this.ablations(positives.slice(0, 3).map((r) => r.z));
-        scores = pool.map((c) => {
-          const gain = best - stressOf(c.z);
-          return gain > 0 ? model.predict(c.z).mean * gain * novelty(c.z) : -Infinity;
-        });
+        arm = this.chooseArm(armStats);
+        profile = arm === "face" ? this.nextFace() : this.nextFill(explained);
       }
-      let bi = -1;
-      for (let i = 0; i < scores.length; i++) if (scores[i]! > (bi < 0 ? -Infinity : scores[bi]!)) bi = i;
-      const u = bi >= 0 && scores[bi]! > -Infinity ? pool[bi]!.u : this.uniformUnit();
-      if (pool === candidates && bi >= 0) taken.add(bi);
-      const profile = this.space.fromUnit(u);
       tried.push(this.space.features(profile));
       this.pendingArms.push(arm);
       out.push(profile);
     }
     return out;
+  }
+
+  /**
+   * Thompson sampling over the discovery tactics, rewarded by new signatures: which one pays
+   * depends on the failure geometry (partial corners for stress-driven and crash-masked failures,
+   * even filling for islands), so the campaign learns it instead of assuming it. Empirical-Bayes
+   * prior: every tactic starts at the pooled success rate with the weight of two trials.
+   */
+  private chooseArm(armStats: Map<Arm, { pulls: number; wins: number }>): Arm {
+    let wins = 0;
+    let pulls = 0;
+    for (const st of armStats.values()) {
+      wins += st.wins;
+      pulls += st.pulls;
+    }
+    const pooled = (wins + 1) / (pulls + 2);
+    let arm: Arm = DISCOVERY_ARMS[0];
+    let bestDraw = -1;
+    for (const a of DISCOVERY_ARMS) {
+      const st = armStats.get(a)!;
+      const draw = this.rng.beta(ARM_PRIOR * pooled + st.wins, ARM_PRIOR * (1 - pooled) + st.pulls - st.wins);
+      if (draw > bestDraw) {
+        bestDraw = draw;
+        arm = a;
+      }
+    }
+    return arm;
+  }
+
+  /**
+   * `fill`: the next point of the space-filling sequence (even coverage, no pull to the corners),
+   * skipping points the models of the signatures already seen explain: a run there would most
+   * likely re-confirm a known signature (or, when a crash masks milder ones, could show nothing else).
+   */
+  private nextFill(explained: (z: readonly number[]) => number): StressProfile {
+    const D = this.space.size;
+    let profile = this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift));
+    for (let skip = 0; skip < MAX_SKIPS && explained(this.space.features(profile)) >= EXPLAINED; skip++) {
+      profile = this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift));
+    }
+    return profile;
+  }
+
+  /**
+   * `face`: a partial corner, the next sequence point with a random quarter of its coordinates at
+   * their maximum (a two-level screening component). Failure modes that need a few knobs or faults
+   * high show there, including those a more severe failure masks at the full corner.
+   */
+  private nextFace(): StressProfile {
+    const base = rdPoint(this.state.design_index++, this.space.size, this.shift);
+    return this.space.fromUnit(base.map((v) => (this.rng.random() < FACE_SHARE ? 1 : v)));
+  }
+
+  /**
+   * Boundary probe for a target signature: among ablations of its least-stress positive runs, the
+   * one with the largest expected lowering of the least stress seen, summed over every signature
+   * found (one run can lower several): sum_s p_s(x) * (least stress of s so far - stress(x)).
+   */
+  private boundaryProbe(
+    target: string,
+    own: readonly Row[],
+    ownSigs: readonly string[],
+    sigModels: ReadonlyMap<string, KernelBetaModel>,
+    novelty: (z: readonly number[]) => number,
+  ): StressProfile {
+    const least = new Map<string, number>();
+    for (const s of ownSigs) {
+      let m = Infinity;
+      for (const r of own) if (r.signatures.includes(s)) m = Math.min(m, stressOf(r.z));
+      least.set(s, m);
+    }
+    const positives = own
+      .filter((r) => r.signatures.includes(target))
+      .sort((a, b) => stressOf(a.z) - stressOf(b.z));
+    const pool = this.ablations(positives.slice(0, 3).map((r) => r.z));
+    let best: Candidate | undefined;
+    let bestScore = 0;
+    for (const c of pool) {
+      const stress = stressOf(c.z);
+      let gain = 0;
+      for (const s of ownSigs) {
+        const g = least.get(s)! - stress;
+        if (g > 0) gain += sigModels.get(s)!.predict(c.z).mean * g;
+      }
+      const score = gain * novelty(c.z);
+      if (score > bestScore) {
+        bestScore = score;
+        best = c;
+      }
+    }
+    return this.space.fromUnit(best ? best.u : this.uniformUnit());
+  }
+
+  /**
+   * Discovery counts as saturated when none of the last SATURATION_WINDOW own runs showed a new
+   * signature. Boundary slots also need the full-stress probe to have failed: ablating toward lower
+   * stress pays when failures are stress-driven; when the corner passes, the failures sit inside the
+   * space and every run is better spent on discovery.
+   */
+  private discoverySaturated(): boolean {
+    const trials = this.state.trials;
+    if (trials.length < SATURATION_WINDOW) return false;
+    if (!trials.some((t) => t.arm === "corner" && t.outcome.signatures.length > 0)) return false;
+    const seen = new Set<string>();
+    let newest = -1;
+    trials.forEach((t, i) => {
+      if (t.outcome.signatures.some((x) => !seen.has(x))) newest = i;
+      for (const x of t.outcome.signatures) seen.add(x);
+    });
+    return newest < trials.length - SATURATION_WINDOW;
   }
 
   /** Per discovery tactic: own trials it proposed and how many of them found a new signature. */

@@ -68,20 +68,10 @@ export class KernelBetaModel {
   /** Posterior at z; `skip` leaves one trial out (for bandwidth selection). */
   predict(z: readonly number[], skip = -1): Prediction {
     const m = this.trend(z);
-    let a = this.c * m;
-    let b = this.c * (1 - m);
-    let evidence = 0;
-    for (let i = 0; i < this.points.length; i++) {
-      if (i === skip) continue;
-      const p = this.points[i]!;
-      const k = p.w * this.kernel(z, p.z);
-      if (k < 1e-9) continue;
-      evidence += k;
-      if (p.y > 0) a += k * p.y;
-      if (p.y < 1) b += k * (1 - p.y);
-    }
-    a = Math.max(a, 1e-6);
-    b = Math.max(b, 1e-6);
+    const sums = kernelSums(this.points, (x) => this.kernel(z, x), skip);
+    const evidence = sums.weight;
+    const a = Math.max(this.c * m + sums.positive, 1e-6);
+    const b = Math.max(this.c * (1 - m) + sums.negative, 1e-6);
     const n = a + b;
     const mean = a / n;
     return { mean, sd: Math.sqrt((a * b) / (n * n * (n + 1))), alpha: a, beta: b, evidence };
@@ -102,21 +92,7 @@ const WIDTHS = [0.06, 0.09, 0.13, 0.19, 0.28];
 
 /** Picks the kernel width from a grid (relative to sqrt(D)) by leave-one-out likelihood. */
 export function selectLengthscale(points: readonly LabeledPoint[], dim: number): number {
-  const grid = WIDTHS.map((f) => f * Math.sqrt(Math.max(1, dim)));
-  const positives = points.filter((p) => p.y > 0.5).length;
-  // With no contrast in the labels every width explains them equally; take a middle one.
-  if (positives === 0 || positives === points.length || points.length < 4) return grid[2]!;
-  const trend = fitLogistic(points, 1);
-  let best = grid[2]!;
-  let bestLl = -Infinity;
-  for (const l of grid) {
-    const ll = new KernelBetaModel(points, { lengthscale: l }, trend).looLogLik();
-    if (ll > bestLl + 1e-9) {
-      bestLl = ll;
-      best = l;
-    }
-  }
-  return best;
+  return selectByLoo(points, dim, [0]).lengthscale;
 }
 
 /**
@@ -125,16 +101,26 @@ export function selectLengthscale(points: readonly LabeledPoint[], dim: number):
  * is what lets the least-stress search drop knobs that do not matter).
  */
 export function fitSelectedModel(points: readonly LabeledPoint[], dim: number): KernelBetaModel {
+  return selectByLoo(points, dim, [0, 0.6, 0.95]);
+}
+
+/** The model with the best leave-one-out likelihood over the width grid x the given relevance mixes. */
+function selectByLoo(
+  points: readonly LabeledPoint[],
+  dim: number,
+  relevances: readonly number[],
+): KernelBetaModel {
   const trend = fitLogistic(points, 1);
+  const grid = WIDTHS.map((f) => f * Math.sqrt(Math.max(1, dim)));
   const positives = points.filter((p) => p.y > 0.5).length;
-  const base = WIDTHS.map((f) => f * Math.sqrt(Math.max(1, dim)));
+  // With no contrast in the labels every width explains them equally; take a middle one.
   if (positives === 0 || positives === points.length || points.length < 4) {
-    return new KernelBetaModel(points, { lengthscale: base[2]! }, trend);
+    return new KernelBetaModel(points, { lengthscale: grid[2]! }, trend);
   }
   let best: KernelBetaModel | undefined;
   let bestLl = -Infinity;
-  for (const relevance of [0, 0.6, 0.95]) {
-    for (const l of base) {
+  for (const relevance of relevances) {
+    for (const l of grid) {
       const m = new KernelBetaModel(points, { lengthscale: l, relevance }, trend);
       const ll = m.looLogLik();
       if (ll > bestLl + 1e-9) {
@@ -164,10 +150,12 @@ export function scaledSqDist(a: readonly number[], b: readonly number[], scales:
   return s;
 }
 
-/** Weighted, ridge-penalized logistic regression by Newton's method. Returns [bias, slopes...]. */
+/**
+ * Weighted, ridge-penalized logistic regression by Newton's method (IRLS), with a weak prior on the
+ * bias too, so separable data keep finite weights. Returns [bias, slopes...].
+ */
 export function fitLogistic(points: readonly LabeledPoint[], ridge: number): number[] {
-  const d = points[0]?.z.length ?? 0;
-  const p = d + 1;
+  const p = (points[0]?.z.length ?? 0) + 1;
   let wsum = 0;
   let ysum = 0;
   for (const pt of points) {
@@ -195,7 +183,6 @@ export function fitLogistic(points: readonly LabeledPoint[], ridge: number): num
         for (let k = 0; k <= j; k++) hj[k]! += v * x[j]! * x[k]!;
       }
     }
-    // Weak prior on the bias too, so separable data keep finite weights.
     for (let j = 0; j < p; j++) {
       const lam = j === 0 ? 0.01 : ridge;
       g[j]! -= lam * w[j]!;
@@ -212,6 +199,31 @@ export function fitLogistic(points: readonly LabeledPoint[], ridge: number): num
     if (maxStep < 1e-7) break;
   }
   return w;
+}
+
+/**
+ * Kernel-weighted sums over the trials (the one loop behind every prediction): total weight, weight of
+ * the events (sum w k y) and of the non-events (sum w k (1 - y)). Negligible kernels are skipped;
+ * `skip` leaves one trial out.
+ */
+export function kernelSums(
+  points: readonly LabeledPoint[],
+  kernel: (z: readonly number[]) => number,
+  skip = -1,
+): { weight: number; positive: number; negative: number } {
+  let weight = 0;
+  let positive = 0;
+  let negative = 0;
+  for (let i = 0; i < points.length; i++) {
+    if (i === skip) continue;
+    const p = points[i]!;
+    const k = p.w * kernel(p.z);
+    if (k < 1e-9) continue;
+    weight += k;
+    positive += k * p.y;
+    negative += k * (1 - p.y);
+  }
+  return { weight, positive, negative };
 }
 
 /** Solves A x = b for symmetric positive definite A by Cholesky; undefined if not SPD. */
@@ -254,90 +266,4 @@ export function sqDist(a: readonly number[], b: readonly number[]): number {
     s += d * d;
   }
   return s;
-}
-
-/**
- * Expected number of signatures per trial: a Gamma-Poisson posterior whose prior mean is a
- * log-linear trend (Poisson regression), updated by kernel-weighted counts. Its standard deviation
- * is large where the trend predicts many signatures and few trials were run: the optimistic
- * "unseen failure modes" term of the discovery score.
- */
-export class KernelCountModel {
-  readonly trendWeights: number[];
-  private readonly inv2l2: number;
-  private readonly c: number;
-
-  constructor(
-    private readonly points: readonly LabeledPoint[],
-    opts: { lengthscale: number; priorStrength?: number; ridge?: number },
-  ) {
-    this.inv2l2 = 1 / (2 * opts.lengthscale * opts.lengthscale);
-    this.c = opts.priorStrength ?? 1;
-    this.trendWeights = fitPoisson(points, opts.ridge ?? 1);
-  }
-
-  trend(z: readonly number[]): number {
-    const w = this.trendWeights;
-    let s = w[0]!;
-    for (let i = 0; i < z.length; i++) s += (w[i + 1] ?? 0) * z[i]!;
-    return Math.exp(Math.min(5, s));
-  }
-
-  predict(z: readonly number[]): { mean: number; sd: number } {
-    const m = this.trend(z);
-    let a = this.c * m;
-    let b = this.c;
-    for (const p of this.points) {
-      const k = p.w * Math.exp(-sqDist(z, p.z) * this.inv2l2);
-      if (k < 1e-9) continue;
-      a += k * p.y;
-      b += k;
-    }
-    return { mean: a / b, sd: Math.sqrt(Math.max(a, 1e-9)) / b };
-  }
-}
-
-/** Weighted ridge Poisson regression (log link) by damped Newton. Returns [bias, slopes...]. */
-export function fitPoisson(points: readonly LabeledPoint[], ridge: number): number[] {
-  const d = points[0]?.z.length ?? 0;
-  const p = d + 1;
-  let wsum = 0;
-  let ysum = 0;
-  for (const pt of points) {
-    wsum += pt.w;
-    ysum += pt.w * pt.y;
-  }
-  const w = new Array<number>(p).fill(0);
-  w[0] = Math.log((ysum + 0.5) / (wsum + 1));
-  if (points.length === 0) return w;
-  for (let iter = 0; iter < 30; iter++) {
-    const g = new Array<number>(p).fill(0);
-    const h = Array.from({ length: p }, () => new Array<number>(p).fill(0));
-    for (const pt of points) {
-      const x = [1, ...pt.z];
-      let s = 0;
-      for (let j = 0; j < p; j++) s += w[j]! * x[j]!;
-      const mu = Math.exp(Math.min(8, s));
-      const r = pt.w * (pt.y - mu);
-      for (let j = 0; j < p; j++) {
-        g[j]! += r * x[j]!;
-        const hj = h[j]!;
-        for (let k = 0; k <= j; k++) hj[k]! += pt.w * mu * x[j]! * x[k]!;
-      }
-    }
-    for (let j = 0; j < p; j++) {
-      const lam = j === 0 ? 0.01 : ridge;
-      g[j]! -= lam * w[j]!;
-      h[j]![j]! += lam;
-      for (let k = 0; k < j; k++) h[k]![j] = h[j]![k]!;
-    }
-    const step = solveSpd(h, g);
-    if (!step) break;
-    let maxStep = 0;
-    for (const v of step) maxStep = Math.max(maxStep, Math.abs(v));
-    const damp = maxStep > 2 ? 2 / maxStep : 1;
-    for (let j = 0; j < p; j++) w[j]! += damp * step[j]!;
-    if (maxStep < 1e-7) break;
-  }
-  return w;
 }

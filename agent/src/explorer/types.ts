@@ -22,7 +22,7 @@ export interface StoredTrial extends Trial {
   weight: number;
   /** "self" or the id of the VM the trial was imported from. */
   source: string;
-  /** The adaptive tactic that proposed it (fill, spread, model, boundary). */
+  /** The adaptive tactic that proposed it (corner, fill, face, recall, boundary; older states: spread, model). */
   arm?: string;
 }
 
