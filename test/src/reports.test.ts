@@ -86,7 +86,7 @@ test("ranking, at-risk details, CSV quoting, Parquet, and what changed since the
     [NOW - 60_000],
   );
   await store.query(
-    `INSERT INTO failures VALUES ('f1', 'agent-a', 'r1', 'BUG: x', 'oops', '', 'fp-a', false, '[]', 10, 'console', $1)`,
+    `INSERT INTO failures (failure_id, agent_id, shadow_run_id, title, class, frame, fingerprint, corrupted, evidence, offset_ms, source, received_at_ms) VALUES ('f1', 'agent-a', 'r1', 'BUG: x', 'oops', '', 'fp-a', false, '[]', 10, 'console', $1)`,
     [NOW],
   );
   await store.query(

@@ -65,7 +65,8 @@ await q(`INSERT INTO shadow_runs SELECT 'agent-' || ((i % ${VMS}) // 20), 'run-'
   to_json({'cpu_load': (i % 10) / 10, 'memory_load': (i % 7) / 7, 'io_load': 0.1, 'duration_s': 60}),
   'random', false, ${NOW} - i * 60000, ${NOW} - i * 60000 + 30000, CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'ok' END,
   5, '[]', ${NOW} FROM range(${RUNS}) t(i)`);
-await q(`INSERT INTO failures SELECT md5(i::VARCHAR), 'agent-' || (((i % ${RUNS}) % ${VMS}) // 20), 'run-' || (i % ${RUNS}),
+await q(`INSERT INTO failures (failure_id, agent_id, shadow_run_id, title, class, frame, fingerprint, corrupted, evidence, offset_ms, source, received_at_ms)
+  SELECT md5(i::VARCHAR), 'agent-' || (((i % ${RUNS}) % ${VMS}) // 20), 'run-' || (i % ${RUNS}),
   'BUG: failure kind ' || (i % ${SIGS}), 'oops', 'frame_' || (i % ${SIGS}), 'fp-' || (i % ${SIGS}), false,
   '["line 1","line 2"]', 1000 * (i % 60), 'console', ${NOW} FROM range(${FAILURES}) t(i)`);
 await q(`INSERT INTO signatures SELECT agent_id, fingerprint, any_value(title), 'oops', min(received_at_ms) - 3600000,
