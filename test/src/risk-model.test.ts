@@ -182,7 +182,9 @@ test("engine on constructed histories", async () => {
   const hang = find(all, "web-1", HANG.fingerprint)!;
   assert.equal(hang.dimension, "io_load");
   assert.ok(hang.probability! < 0.05, `hang p=${hang.probability}`);
-  assert.match(hang.mitigations[0]!.action, /disk/);
+  // Low and flat: no change now, and what to do with the disk if it starts rising.
+  assert.match(hang.mitigations[0]!.action, /^no change needed now/);
+  assert.match(hang.mitigations[0]!.because, /disk/);
 
   const few = find(all, "few-1")!;
   assert.equal(few.status, "assessed");
@@ -202,6 +204,8 @@ test("engine on constructed histories", async () => {
   const calm = find(all, "calm-1")!;
   assert.ok(calm.probability! < 0.01, `calm p=${calm.probability}`);
   assert.equal(calm.time_to_failure_h, null);
+  assert.is(calm.mitigations.length, 1);
+  assert.match(calm.mitigations[0]!.action, /^no change needed now: calm-1's memory_load/);
   assert.ok(
     calm.mitigations.every((m) => !/leak/.test(m.action)),
     "a flat VM's noise is not called a leak",

@@ -143,5 +143,16 @@ export function mitigationsFor(c: MitigationContext): MitigationStep[] {
     MITIGATION_CATALOG[`${c.failure_class}/*`] ??
     MITIGATION_CATALOG[`*/${c.dimension}`] ??
     genericRule;
+  // A forecastable VM below the boundary and not heading there needs no change: telling its
+  // operator to add capacity would be noise. The steps stay as what to do if the trend changes.
+  if (c.level !== null && c.level < c.boundary && c.time_to_failure_h === null) {
+    const steps = rule(c);
+    return [
+      {
+        action: `no change needed now: ${c.vm_name}'s ${c.dimension} is at ${pct(c.level)} and not rising toward the boundary`,
+        because: `${evidence(c)}; if it starts rising: ${steps.map((s) => s.action).join("; ")}`,
+      },
+    ];
+  }
   return rule(c);
 }
