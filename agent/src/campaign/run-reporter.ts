@@ -3,7 +3,7 @@
 // goes through the spool (durable before it counts as sent), so a collector that is down loses
 // nothing. Without a spool (a one-off CLI run while no service owns it) nothing is shipped and the
 // caller says so.
-import { type StressProfile, shadowvm, stressProfileToProto } from "@shadowvm/shared";
+import { shadowvm, stressProfileToProto } from "@shadowvm/shared";
 import type { CaptureRecord } from "../capture/capture-service.js";
 import { failureToProto, outcomeToProto } from "../detection/outcome.js";
 import type { ShadowRunResult } from "../shadow/shadow-lab.js";
@@ -38,7 +38,7 @@ export function shadowRunMessage(
     capture_id: ctx.captureId,
     vm_name: ctx.vmName,
     vm_uuid: ctx.vmUuid,
-    profile: stressProfileToProto(run.profile as StressProfile),
+    profile: stressProfileToProto(run.profile),
     strategy: run.control ? "control" : ctx.strategy,
     control: run.control,
     started_at_ms: times.startedAtMs ?? 0,

@@ -4,7 +4,6 @@
 // plaintext) whatever happens. Used by `serve` (on a schedule) and `explore` without --oracle.
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
-import { join } from "node:path";
 import {
   DEFAULT_PROFILE_BOUNDS,
   FAULT_KINDS,
@@ -13,7 +12,12 @@ import {
   ShadowvmError,
   silentLogger,
 } from "@shadowvm/shared";
-import { type CaptureRecord, captureVm } from "../capture/capture-service.js";
+import {
+  type CaptureRecord,
+  captureSettings,
+  captureStoreLocation,
+  captureVm,
+} from "../capture/capture-service.js";
 import { CaptureStore } from "../capture/store/index.js";
 import type { AgentConfig } from "../config/agent-config.js";
 import type { ProductionVmData } from "../explorer/baseline.js";
@@ -94,10 +98,7 @@ export async function runShadowCampaign(
   const log = services.logger ?? silentLogger();
   const say = services.onEvent ?? (() => undefined);
   const campaignId = newCampaignId();
-  const store = await CaptureStore.open({
-    dir: config.capture.store_dir ?? join(config.data_dir, "captures"),
-    keyFile: config.capture.key_file ?? join(config.data_dir, "keys", "capture-store.key"),
-  });
+  const store = await CaptureStore.open(captureStoreLocation(config));
   reapRestored(restoredRoot(config));
   let restoreDir: string | undefined;
   const lab = await openShadowLab(config);
@@ -109,13 +110,7 @@ export async function runShadowCampaign(
       driver: services.driver,
       store,
       vm: plan.vm,
-      stagingRoot: join(config.data_dir, "staging"),
-      maxBytesPerSecond: config.capture.bandwidth_mb_s * 1e6,
-      timeoutMs: config.capture.timeout_s * 1000,
-      retention: {
-        keepPerVm: config.capture.keep_per_vm,
-        maxTotalBytes: config.capture.max_store_gb * 1024 ** 3,
-      },
+      ...captureSettings(config),
       logger: log,
     });
     say({ type: "captured", record });

@@ -11,6 +11,7 @@
 import { rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type Logger, ShadowvmError, silentLogger } from "@shadowvm/shared";
+import type { AgentConfig } from "../config/agent-config.js";
 import { GuestChannel } from "../guest/guest-channel.js";
 import type { VmInventory } from "../hypervisor/driver.js";
 import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
@@ -52,6 +53,33 @@ export interface CaptureVmOptions {
   onProgress?: (progress: PartProgress) => void;
   onStep?: LiveCaptureOptions["onStep"];
   logger?: Logger;
+}
+
+/** Where the capture store and its key live; `keyFile` (a command's --key-file) overrides the config. */
+export function captureStoreLocation(
+  config: AgentConfig,
+  keyFile?: string,
+): { dir: string; keyFile: string } {
+  return {
+    dir: config.capture.store_dir ?? join(config.data_dir, "captures"),
+    keyFile: keyFile ?? config.capture.key_file ?? join(config.data_dir, "keys", "capture-store.key"),
+  };
+}
+
+/** captureVm's staging, bandwidth cap, deadline and retention from the config (or a command's flags). */
+export function captureSettings(
+  config: AgentConfig,
+  overrides: { bandwidthMbS?: number; timeoutS?: number } = {},
+): Pick<CaptureVmOptions, "stagingRoot" | "maxBytesPerSecond" | "timeoutMs" | "retention"> {
+  return {
+    stagingRoot: join(config.data_dir, "staging"),
+    maxBytesPerSecond: (overrides.bandwidthMbS ?? config.capture.bandwidth_mb_s) * 1e6,
+    timeoutMs: (overrides.timeoutS ?? config.capture.timeout_s) * 1000,
+    retention: {
+      keepPerVm: config.capture.keep_per_vm,
+      maxTotalBytes: config.capture.max_store_gb * 1024 ** 3,
+    },
+  };
 }
 
 export function diskPartName(node: string, depth: number): string {

@@ -1,9 +1,7 @@
 // `shadowvm-agent capture <vm>` and `shadowvm-agent captures list|verify|rm`.
-import { join } from "node:path";
 import { formatBytes, formatTable } from "@shadowvm/shared";
-import { captureVm } from "../capture/capture-service.js";
+import { captureSettings, captureStoreLocation, captureVm } from "../capture/capture-service.js";
 import { CaptureStore, type PartProgress } from "../capture/store/index.js";
-import type { AgentConfig } from "../config/agent-config.js";
 import { type CommandContext, type ParsedCommand, parseCommand, UsageError } from "./cli-context.js";
 
 export const CAPTURE_USAGE = `Usage: shadowvm-agent capture <vm> [--json] [--key-file FILE] [--bandwidth MB/s] [--timeout S]
@@ -21,15 +19,8 @@ Options: --key-file FILE (default: capture.key_file, or <data_dir>/keys/capture-
 
 const STORE_OPTIONS = { "key-file": { type: "string" } } as const;
 
-export function storeLocation(config: AgentConfig, keyFileFlag?: string): { dir: string; keyFile: string } {
-  return {
-    dir: config.capture.store_dir ?? join(config.data_dir, "captures"),
-    keyFile: keyFileFlag ?? config.capture.key_file ?? join(config.data_dir, "keys", "capture-store.key"),
-  };
-}
-
 async function openStore(cmd: ParsedCommand, ctx: CommandContext, readOnly: boolean): Promise<CaptureStore> {
-  const where = storeLocation(cmd.config, cmd.values["key-file"] as string | undefined);
+  const where = captureStoreLocation(cmd.config, cmd.values["key-file"] as string | undefined);
   const store = await CaptureStore.open({ dir: where.dir, keyFile: where.keyFile, readOnly });
   if (store.keyFileCreated) {
     ctx.io.err(
@@ -80,13 +71,7 @@ export async function captureCommand(ctx: CommandContext): Promise<number> {
       driver,
       store,
       vm: vmName,
-      stagingRoot: join(cmd.config.data_dir, "staging"),
-      maxBytesPerSecond: bandwidth * 1e6,
-      timeoutMs: timeout * 1000,
-      retention: {
-        keepPerVm: cmd.config.capture.keep_per_vm,
-        maxTotalBytes: cmd.config.capture.max_store_gb * 1024 ** 3,
-      },
+      ...captureSettings(cmd.config, { bandwidthMbS: bandwidth, timeoutS: timeout }),
       onProgress: progressReporter(),
     });
     if (cmd.values.json) {

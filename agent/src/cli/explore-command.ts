@@ -3,7 +3,6 @@
 // campaign plus the signatures' titles. The results are shipped through the agent's spool and
 // recorded in its signature database when no running agent holds them (LevelDB allows one
 // process); otherwise they are only printed, and the command says so.
-import { join } from "node:path";
 import { describeError, silentLogger } from "@shadowvm/shared";
 import { describeCampaignEvent, explorerStateDir } from "../campaign/campaign-scheduler.js";
 import { type CampaignEvent, runShadowCampaign } from "../campaign/shadow-campaign.js";
@@ -17,9 +16,9 @@ import {
   parseExploreArgs,
   runExploreCommand,
 } from "../explorer/index.js";
-import { SignatureDb } from "../signatures/index.js";
+import { SignatureDb, signatureDbPath } from "../signatures/index.js";
 import { Spool } from "../spool/spool.js";
-import { spoolDir } from "../telemetry/agent-service.js";
+import { spoolOptions } from "../telemetry/agent-service.js";
 import { type CommandContext, createDriverFor, UsageError } from "./cli-context.js";
 
 export { EXPLORE_USAGE };
@@ -60,20 +59,12 @@ async function exploreOnShadows(ctx: CommandContext, args: ParsedArgs, config: A
   const logger = silentLogger();
   const spool = await openOptional(
     "the spool (results will not reach the collector)",
-    () =>
-      Spool.open({
-        dir: spoolDir(config),
-        agentId: config.agent_id,
-        maxBytes: config.spool.max_bytes,
-        reserveRatio: config.spool.reserve_ratio,
-        shadowBlockRatio: config.spool.shadow_block_ratio,
-        maxFrameBytes: config.collector.max_frame_bytes,
-      }),
+    () => Spool.open(spoolOptions(config)),
     say,
   );
   const signatures = await openOptional(
     "the signature database",
-    () => SignatureDb.open(join(config.data_dir, "signatures")),
+    () => SignatureDb.open(signatureDbPath(config)),
     say,
   );
   const explorerStore = await openOptional(

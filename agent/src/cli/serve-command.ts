@@ -1,7 +1,6 @@
 // `shadowvm-agent serve`: runs the agent's services (telemetry, the spool and the link to the
 // collector, and the campaigns when enabled) until SIGTERM or SIGINT, then stops gracefully (a
 // running campaign's shadows are torn down); a second signal exits at once.
-import { join } from "node:path";
 import { createLogger, type Logger } from "@shadowvm/shared";
 import type { AgentService } from "../telemetry/agent-service.js";
 import { type CommandContext, type ParsedCommand, parseCommand, UsageError } from "./cli-context.js";
@@ -60,8 +59,8 @@ async function startCampaigns(
   logger: Logger,
 ): Promise<{ stop(): Promise<void> }> {
   const { CampaignScheduler } = await import("../campaign/campaign-scheduler.js");
-  const { SignatureDb } = await import("../signatures/index.js");
-  const signatures = await SignatureDb.open(join(cmd.config.data_dir, "signatures"));
+  const { SignatureDb, signatureDbPath } = await import("../signatures/index.js");
+  const signatures = await SignatureDb.open(signatureDbPath(cmd.config));
   const scheduler = new CampaignScheduler({
     config: cmd.config,
     logger,

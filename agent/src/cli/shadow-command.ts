@@ -10,6 +10,7 @@ import {
   StressProfileError,
   stressProfileFromJson,
 } from "@shadowvm/shared";
+import { captureStoreLocation } from "../capture/capture-service.js";
 import { CaptureStore } from "../capture/store/index.js";
 import type { AgentConfig } from "../config/agent-config.js";
 import type { DetectedFailure } from "../detection/index.js";
@@ -25,7 +26,6 @@ import {
 import { emptyReapReport, type ReapReport, reapLeftovers, shadowsTag } from "../shadow/registry.js";
 import type { RestoredCapture } from "../shadow/restored-capture.js";
 import type { CampaignResult, LabEvent, ShadowLab, ShadowRunSpec } from "../shadow/shadow-lab.js";
-import { storeLocation } from "./capture-commands.js";
 import { type CommandContext, type ParsedCommand, parseCommand, UsageError } from "./cli-context.js";
 
 export const SHADOW_USAGE = `Usage: shadowvm-agent shadow run <capture-id> --profile <json|file> [options]
@@ -278,7 +278,7 @@ async function runCommand(ctx: CommandContext, cmd: ParsedCommand, captureId: st
   const json = v.json === true;
   const say = json ? ctx.io.err : ctx.io.out;
   const t0 = Date.now();
-  const where = storeLocation(cmd.config, v["key-file"] as string | undefined);
+  const where = captureStoreLocation(cmd.config, v["key-file"] as string | undefined);
   const store = await CaptureStore.open({ dir: where.dir, keyFile: where.keyFile, readOnly: true });
   let restoreDir: string | undefined;
   let lab: ShadowLab | undefined;
@@ -379,7 +379,7 @@ export async function shadowCommand(ctx: CommandContext): Promise<number> {
     }
     case "capabilities": {
       if (rest.length !== 1) throw new UsageError("shadow capabilities takes exactly one capture id");
-      const where = storeLocation(cmd.config, cmd.values["key-file"] as string | undefined);
+      const where = captureStoreLocation(cmd.config, cmd.values["key-file"] as string | undefined);
       const store = await CaptureStore.open({ dir: where.dir, keyFile: where.keyFile, readOnly: true });
       const lab = await openShadowLab(cmd.config, {
         network: cmd.values["network"] as "user" | "netns" | undefined,

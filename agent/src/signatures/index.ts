@@ -7,5 +7,6 @@ export {
   type SignatureDbOptions,
   type SignatureObservation,
   type SignatureRecord,
+  signatureDbPath,
   signatureUpdateMessage,
 } from "./signature-db.js";

@@ -32,7 +32,7 @@
 // the same instance (the first opener's options apply) and every open() is matched by one close();
 // the last close() closes LevelDB. So the campaigns and the console watch of `serve` can each open it.
 import { EventEmitter } from "node:events";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import {
   type StressProfile,
   type shadowvm,
@@ -40,6 +40,7 @@ import {
   stressProfileToProto,
 } from "@shadowvm/shared";
 import { Level } from "level";
+import type { AgentConfig } from "../config/agent-config.js";
 
 export interface SignatureRecord {
   fingerprint: string;
@@ -119,6 +120,11 @@ type BatchOp = { type: "put"; key: string; value: string } | { type: "del"; key:
 
 function feedKey(seq: number): string {
   return `u:${seq.toString(16).padStart(16, "0")}`;
+}
+
+/** The agent's signature database: one per data directory, shared by campaigns and the console watch. */
+export function signatureDbPath(config: Pick<AgentConfig, "data_dir">): string {
+  return join(config.data_dir, "signatures");
 }
 
 /** The wire form of a signature (shadowvm.v1.SignatureUpdate). */

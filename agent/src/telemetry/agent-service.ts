@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { createError, type Logger } from "@shadowvm/shared";
 import type { AgentConfig } from "../config/agent-config.js";
 import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
-import { Spool } from "../spool/spool.js";
+import { Spool, type SpoolOptions } from "../spool/spool.js";
 import { AgentMetrics, type OpsListener, startOpsListener } from "./agent-metrics.js";
 import { CollectorSession } from "./collector-session.js";
 import { startConsoleWatch } from "./console-watch.js";
@@ -31,6 +31,18 @@ export interface AgentService {
 
 export function spoolDir(config: AgentConfig): string {
   return config.spool.dir ?? join(config.data_dir, "spool");
+}
+
+/** The spool as the config sets it up (the service adds its metrics observer and logger). */
+export function spoolOptions(config: AgentConfig): SpoolOptions {
+  return {
+    dir: spoolDir(config),
+    agentId: config.agent_id,
+    maxBytes: config.spool.max_bytes,
+    reserveRatio: config.spool.reserve_ratio,
+    shadowBlockRatio: config.spool.shadow_block_ratio,
+    maxFrameBytes: config.collector.max_frame_bytes,
+  };
 }
 
 export function credentialsPath(config: AgentConfig): string {
@@ -95,16 +107,7 @@ export async function startAgentService(
 ): Promise<AgentService> {
   const { logger } = options;
   const metrics = new AgentMetrics();
-  const spool = await Spool.open({
-    dir: spoolDir(config),
-    agentId: config.agent_id,
-    maxBytes: config.spool.max_bytes,
-    reserveRatio: config.spool.reserve_ratio,
-    shadowBlockRatio: config.spool.shadow_block_ratio,
-    maxFrameBytes: config.collector.max_frame_bytes,
-    observer: metrics,
-    logger,
-  });
+  const spool = await Spool.open({ ...spoolOptions(config), observer: metrics, logger });
   metrics.attachSpool(spool);
   let ops: OpsListener | undefined;
   let shipper: SpoolShipper | undefined;

@@ -18,7 +18,6 @@
 // `maxScannerLines` lines (bounds what a flood keeps in memory). Events are rate limited per (VM,
 // kind, fingerprint, pattern): at most one per `minEventIntervalMs`; the ones held back are counted
 // in the next event's `suppressed`.
-import { join } from "node:path";
 import type { Logger, shadowvm } from "@shadowvm/shared";
 import { ConsoleScanner, consoleLinePattern, MAX_PATTERN_CHARS, type ParsedFailure } from "@shadowvm/shared";
 import { readCommandLine } from "../hypervisor/qemu/qemu-process.js";
@@ -482,9 +481,7 @@ export function startConsoleWatch(
     vms: deps.vms,
     overrides: config.telemetry.console_logs ?? {},
     signatures: async () => {
-      db ??= import("../signatures/index.js").then((m) =>
-        m.SignatureDb.open(join(config.data_dir, "signatures")),
-      );
+      db ??= import("../signatures/index.js").then((m) => m.SignatureDb.open(m.signatureDbPath(config)));
       return db.catch((err) => {
         db = undefined;
         throw err;

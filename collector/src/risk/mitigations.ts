@@ -143,10 +143,10 @@ export function mitigationsFor(c: MitigationContext): MitigationStep[] {
     MITIGATION_CATALOG[`${c.failure_class}/*`] ??
     MITIGATION_CATALOG[`*/${c.dimension}`] ??
     genericRule;
+  const steps = rule(c);
   // A forecastable VM below the boundary and not heading there needs no change: telling its
   // operator to add capacity would be noise. The steps stay as what to do if the trend changes.
   if (c.level !== null && c.level < c.boundary && c.time_to_failure_h === null) {
-    const steps = rule(c);
     return [
       {
         action: `no change needed now: ${c.vm_name}'s ${c.dimension} is at ${pct(c.level)} and not rising toward the boundary`,
@@ -154,5 +154,5 @@ export function mitigationsFor(c: MitigationContext): MitigationStep[] {
       },
     ];
   }
-  return rule(c);
+  return steps;
 }
