@@ -4,6 +4,7 @@
 // run, failure and signature update is spooled for the collector; no shadow is left behind.
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
+import type { SignatureBoundary } from "@shadowvm/agent/explorer/boundary";
 import { Spool } from "@shadowvm/agent/spool/spool";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -52,10 +53,7 @@ test("a 12-run adaptive campaign on real shadows finds >= 2 distinct failure sig
     const out = JSON.parse(r.stdout) as {
       trials: { profile: Record<string, unknown>; outcome: { failed: boolean; signatures: string[] } }[];
       signatures_found: string[];
-      boundary: Record<
-        string,
-        { trials_with_signature: number; observed_min_stress: number; min_stress: number | null }
-      >;
+      boundary: Record<string, SignatureBoundary>;
       signatures: Record<string, { title: string; class: string }>;
       capture: string;
     };
@@ -64,15 +62,19 @@ test("a 12-run adaptive campaign on real shadows finds >= 2 distinct failure sig
       `signatures: ${out.signatures_found.map((fp) => `${out.signatures[fp]?.class}: ${out.signatures[fp]?.title}`).join(" | ")}`,
     );
     assert.ok(out.signatures_found.length >= 2, `distinct signatures: ${JSON.stringify(out.signatures)}`);
-    // A boundary estimate per signature: the least stress it was seen at, and the model's.
+    // A boundary estimate per signature: what it needs and its least stress, never above the least
+    // stress it was seen at.
     for (const fp of out.signatures_found) {
       assert.ok(out.signatures[fp]?.title, `signature ${fp} has a title`);
       const b = out.boundary[fp];
       assert.ok(b, `boundary estimate for ${fp}`);
       assert.ok(b.trials_with_signature >= 1);
       assert.type(b.observed_min_stress, "number");
+      assert.ok(b.min_stress <= b.observed_min_stress, `${fp}: ${b.min_stress} > ${b.observed_min_stress}`);
+      assert.ok(b.needs.length >= 1, `${fp} needs some stress`);
+      const needs = b.needs.map((n) => `${n.knob}>=${n.at_least}${n.established ? "" : "?"}`).join(" ");
       log(
-        `boundary ${out.signatures[fp]?.title}: least stress seen ${b.observed_min_stress}, model ${b.min_stress}`,
+        `boundary ${out.signatures[fp]?.title}: least stress seen ${b.observed_min_stress}, estimated ${b.min_stress}, needs ${needs}`,
       );
     }
     const failed = out.trials.filter((t) => t.outcome.failed).length;

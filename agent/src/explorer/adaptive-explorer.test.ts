@@ -182,7 +182,7 @@ test("once discovery saturates, some slots refine the boundary", () => {
   assert.not.ok(arms.slice(0, 8).includes("boundary"));
 });
 
-test("boundary: a least-stress estimate per found signature, near or below the least stress seen", async () => {
+test("boundary: per found signature, what it needs and its least stress, never above the least seen", async () => {
   const r = await explore({
     runner: new FunctionRunner(evaluator),
     budget: 48,
@@ -194,15 +194,24 @@ test("boundary: a least-stress estimate per found signature, near or below the l
   for (const sig of r.signatures_found) {
     const b = r.boundary[sig]!;
     assert.ok(b.trials_with_signature >= 1);
-    assert.ok(b.min_stress !== null, sig);
-    // The model may discount a lone positive among negatives, so allow a little above it.
-    assert.ok(b.min_stress! > 0 && b.min_stress! <= b.observed_min_stress + 0.25, sig);
+    assert.ok(b.min_stress > 0 && b.min_stress <= b.observed_min_stress, sig);
     assert.ok(b.min_stress_interval && b.min_stress_interval[0] <= b.min_stress_interval[1], sig);
-    assert.ok(b.min_stress_profile && evaluator(b.observed_min_profile).signatures.includes(sig));
+    assert.ok(evaluator(b.observed_min_profile).signatures.includes(sig));
+    assert.ok(b.needs.length >= 1, sig);
   }
-  // kernel-oops needs memory_error rate > 0.7 and memory > 0.75: least stress hypot(0.7, 0.75) = 1.03.
+  // kernel-oops needs memory_error rate > 0.7 and memory > 0.75 (least stress hypot(0.7, 0.75) =
+  // 1.03), and nothing else.
   const oops = r.boundary["kernel-oops"]!;
-  assert.ok(Math.abs(oops.min_stress! - 1.026) < 0.3, `kernel-oops least stress ${oops.min_stress}`);
+  assert.equal(oops.needs.map((n) => n.knob).sort(), ["fault:memory_error", "memory_load"]);
+  const need = (knob: string) => oops.needs.find((n) => n.knob === knob)!.at_least;
+  assert.ok(need("memory_load") > 0.75 && need("memory_load") < 0.9, `memory ${need("memory_load")}`);
+  assert.ok(
+    need("fault:memory_error") > 0.7 && need("fault:memory_error") < 0.85,
+    `rate ${need("fault:memory_error")}`,
+  );
+  assert.ok(Math.abs(oops.min_stress - 1.026) < 0.15, `kernel-oops least stress ${oops.min_stress}`);
+  // The least-stress profile really shows it.
+  assert.ok(evaluator(oops.min_stress_profile).signatures.includes("kernel-oops"));
 });
 
 test.run();

@@ -1,10 +1,11 @@
-// Failure-boundary estimates: for each signature, the least-stress point (smallest Euclidean norm
-// of the intensity features) at which the model says the signature is at least as likely as not.
-// Least-stress points are found by scanning rays from the idle origin (through every trial that
-// showed the signature, plus sparse and dense random directions), taking the first crossing of
-// p = 0.5, then shrinking coordinates one at a time while p stays >= 0.5. The interval comes from a
-// bootstrap over trials.
+// Failure-boundary estimates: for each signature, the least stress (Euclidean norm of the intensity
+// features) at which it becomes likely. The estimate is the signature's monotone conjunction
+// (conjunction.ts: which knobs it needs and from which level), with a bootstrap interval over the
+// runs. Next to it, for comparison, the least-stress point where the signature's probability model
+// says p >= 0.5 (found by scanning rays from the idle origin and shrinking coordinates while
+// p >= 0.5), and the least stress actually seen.
 import type { StressProfile } from "@shadowvm/shared";
+import { fitConjunction } from "./conjunction.js";
 import { fitSelectedModel, type LabeledPoint } from "./model.js";
 import type { Rng } from "./rng.js";
 import { type ProfileSpace, stressOf } from "./space.js";
@@ -15,13 +16,23 @@ export interface SignatureBoundary {
   /** Least stress among own trials that showed it (an upper bound on the boundary). */
   observed_min_stress: number;
   observed_min_profile: StressProfile;
-  /** Model estimate of the least stress at which p >= 0.5; null when the model puts it nowhere. */
-  min_stress: number | null;
-  min_stress_profile: StressProfile | null;
-  /** Bootstrap 10%..90% range of min_stress (null when not computed or never crossed). */
+  /** Estimated least stress at which the signature shows: the norm of what it needs. */
+  min_stress: number;
+  /** The least-stress profile: every needed knob at its threshold, everything else idle. */
+  min_stress_profile: StressProfile;
+  /** What the signature needs, in profile units (knob name, or `fault:<kind>` for a fault's rate).
+   * `established` is false when the runs fit as well without this knob (another knob could stand in
+   * for it); a run at the least-stress profile settles it. */
+  needs: { knob: string; at_least: number; established: boolean }[];
+  /** Own runs without the signature that meet all of `needs` (missed detections, or a region the
+   * thresholds describe only roughly). */
+  runs_meeting_needs_without_it: number;
+  /** Bootstrap 10%..90% range of min_stress (null when not computed). */
   min_stress_interval: [number, number] | null;
-  /** Share of bootstrap refits in which p >= 0.5 was reached somewhere. */
+  /** Share of bootstrap resamples that still contain the signature. */
   bootstrap_support: number | null;
+  /** The probability model's least-stress point with p >= 0.5; null when it puts p >= 0.5 nowhere. */
+  model_min_stress: number | null;
 }
 
 export type Boundary = Record<string, SignatureBoundary>;
@@ -134,23 +145,21 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
     const positives = own.filter((t) => t.signatures.includes(sig));
     let obs = positives[0]!;
     for (const p of positives) if (stressOf(p.z) < stressOf(obs.z)) obs = p;
-    const label = (rows: typeof all): LabeledPoint[] =>
-      rows.map((r) => ({ z: r.z, y: r.signatures.includes(sig) ? 1 : 0, w: r.w }));
-    const fit = (rows: typeof all) => {
-      const model = fitSelectedModel(label(rows), space.size);
-      const seeds = rows.filter((r) => r.signatures.includes(sig)).map((r) => r.z);
-      return minStressPoint((z) => model.predict(z).mean, space.size, seeds, input.rng);
-    };
-    const point = fit(all);
+    // Own runs only: what similar VMs need says little about this VM's thresholds.
+    const conjunction = (runs: readonly { z: number[]; signatures: readonly string[] }[]) =>
+      fitConjunction(
+        runs.filter((r) => r.signatures.includes(sig)).map((r) => r.z),
+        runs.filter((r) => !r.signatures.includes(sig)).map((r) => r.z),
+      );
+    const fit = conjunction(own)!;
     let interval: [number, number] | null = null;
     let support: number | null = null;
     const b = input.bootstrap ?? 0;
     if (b > 0) {
       const values: number[] = [];
       for (let i = 0; i < b; i++) {
-        const sample = all.map(() => all[input.rng.int(all.length)]!);
-        const r = fit(sample);
-        if (r) values.push(r.stress);
+        const r = conjunction(own.map(() => own[input.rng.int(own.length)]!));
+        if (r) values.push(stressOf(r.thresholds));
       }
       support = values.length / b;
       if (values.length > 0) {
@@ -159,14 +168,36 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
         interval = [round4(q(0.1)), round4(q(0.9))];
       }
     }
+    const model = fitSelectedModel(
+      all.map((r): LabeledPoint => ({ z: r.z, y: r.signatures.includes(sig) ? 1 : 0, w: r.w })),
+      space.size,
+    );
+    const modelPoint = minStressPoint(
+      (z) => model.predict(z).mean,
+      space.size,
+      positives.map((p) => p.z),
+      input.rng,
+    );
+    const profile = space.profileFromFeatures(fit.thresholds);
     out[sig] = {
       trials_with_signature: positives.length,
       observed_min_stress: round4(stressOf(obs.z)),
       observed_min_profile: obs.profile,
-      min_stress: point ? round4(point.stress) : null,
-      min_stress_profile: point ? space.profileFromFeatures(point.z) : null,
+      min_stress: round4(stressOf(fit.thresholds)),
+      min_stress_profile: profile,
+      needs: fit.needed.map((j) => {
+        const d = space.dims[j]!;
+        const rate = profile.faults.find((f) => d.kind === "fault" && f.kind === d.fault)?.rate;
+        return {
+          knob: space.dimName(j),
+          at_least: d.kind === "knob" ? profile[d.knob] : (rate ?? 0),
+          established: fit.established.includes(j),
+        };
+      }),
+      runs_meeting_needs_without_it: fit.negativesInside,
       min_stress_interval: interval,
       bootstrap_support: support,
+      model_min_stress: modelPoint ? round4(modelPoint.stress) : null,
     };
   }
   return out;

@@ -285,12 +285,15 @@ export function formatSummary(r: ExploreResult): string {
       const where = first >= 0 ? `first at trial ${first + 1}` : "seen in an earlier campaign";
       lines.push(`  ${sig}: ${where}, seen ${b?.trials_with_signature ?? 0} time(s)`);
       if (!b) continue;
-      const est =
-        b.min_stress === null
-          ? "model: not likely anywhere yet"
-          : `model least stress ${b.min_stress}${b.min_stress_interval ? ` [${b.min_stress_interval.join(", ")}]` : ""}`;
-      lines.push(`    least stress seen ${b.observed_min_stress}; ${est}`);
-      const p = b.min_stress_profile ?? b.observed_min_profile;
+      const interval = b.min_stress_interval ? ` [${b.min_stress_interval.join(", ")}]` : "";
+      const needs =
+        b.needs
+          .map((n) => `${n.knob} >= ${formatLevel(n.at_least)}${n.established ? "" : " (or another knob)"}`)
+          .join(", ") || "nothing";
+      lines.push(
+        `    least stress seen ${b.observed_min_stress}; estimated ${b.min_stress}${interval}, needs ${needs}`,
+      );
+      const p = b.min_stress_profile;
       const faults = p.faults.map((f) => `${f.kind}@${f.rate.toFixed(2)}`).join(" ") || "none";
       lines.push(
         `    at cpu ${p.cpu_load.toFixed(2)} mem ${p.memory_load.toFixed(2)} io ${p.io_load.toFixed(2)} ` +
@@ -300,4 +303,9 @@ export function formatSummary(r: ExploreResult): string {
   }
   if (r.error) lines.push(`stopped early: ${r.error.message}`);
   return `${lines.join("\n")}\n`;
+}
+
+/** A threshold in its profile unit: whole milliseconds or percent stay readable, loads keep two decimals. */
+function formatLevel(v: number): string {
+  return Math.abs(v) >= 10 ? v.toFixed(0) : v.toFixed(2);
 }

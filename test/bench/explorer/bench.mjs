@@ -67,12 +67,20 @@ for (const family of families) {
         if (res.error) throw new Error(`${family}/${s}/${strategy}: ${res.error.message}`);
         const real = res.signatures_found.filter((x) => ev.signatures.includes(x));
         const errors = {};
+        // Signed errors (value - truth) of the estimate, the model's crossing and the least stress seen,
+        // for diagnosing bias in the --json output.
+        const signed = {};
         for (const sig of real) {
           const b = res.boundary[sig];
           const t = truth[sig];
           // The flake signature fires anywhere: it has no boundary.
           if (!b || t === null || t === undefined || sig === "infra-flake") continue;
-          errors[sig] = Math.abs((b.min_stress ?? b.observed_min_stress) - t);
+          errors[sig] = Math.abs(b.min_stress - t);
+          signed[sig] = {
+            estimate: b.min_stress - t,
+            model: b.model_min_stress === null ? null : b.model_min_stress - t,
+            observed: b.observed_min_stress - t,
+          };
         }
         rows.push({
           family,
@@ -82,6 +90,7 @@ for (const family of families) {
           found: real.length,
           total: ev.signatures.length,
           errors,
+          signed,
           ms: Date.now() - t0,
         });
       }
