@@ -14,7 +14,7 @@ import {
   formatSummary,
   type ParsedArgs,
   parseExploreArgs,
-  runExploreCommand,
+  runOracleCampaign,
 } from "../explorer/index.js";
 import { SignatureDb, signatureDbPath } from "../signatures/index.js";
 import { Spool } from "../spool/spool.js";
@@ -35,7 +35,11 @@ export async function exploreCommand(ctx: CommandContext): Promise<number> {
     if (err instanceof ExploreUsageError) throw new UsageError(err.message);
     throw err;
   }
-  if (args === "help" || args.oracle) return runExploreCommand(ctx.args, io);
+  if (args === "help") {
+    io.stdout(`${EXPLORE_USAGE}\n`);
+    return 0;
+  }
+  if (args.oracle) return runOracleCampaign(args, io);
   const config = loadAgentConfig({ file: args.config, dataDir: args.dataDir }, ctx.env);
   return exploreOnShadows(ctx, args, config);
 }

@@ -201,22 +201,33 @@ export async function loadVmProfile(file: string): Promise<ProductionVmData> {
 
 /** Runs `explore` from CLI arguments; returns the process exit code. */
 export async function runExploreCommand(argv: readonly string[], io: CommandIo = defaultIo): Promise<number> {
-  let args: ParsedArgs;
+  let args: ParsedArgs | "help";
+  try {
+    args = parseExploreArgs(argv);
+  } catch (e) {
+    return usageFailure(e, io);
+  }
+  if (args === "help") {
+    io.stdout(`${EXPLORE_USAGE}\n`);
+    return 0;
+  }
+  return runOracleCampaign(args, io);
+}
+
+/** A usage error becomes the message, the usage and exit code 2; anything else is rethrown. */
+function usageFailure(e: unknown, io: CommandIo): number {
+  if (!(e instanceof UsageError)) throw e;
+  io.stderr(`explore: ${e.message}\n\n${EXPLORE_USAGE}\n`);
+  return 2;
+}
+
+/** The oracle campaign of parsed `explore --oracle` arguments; returns the process exit code. */
+export async function runOracleCampaign(args: ParsedArgs, io: CommandIo = defaultIo): Promise<number> {
   let vmProfile: ProductionVmData | undefined;
   try {
-    const parsed = parseExploreArgs(argv);
-    if (parsed === "help") {
-      io.stdout(`${EXPLORE_USAGE}\n`);
-      return 0;
-    }
-    args = parsed;
     if (args.vmProfile) vmProfile = await loadVmProfile(args.vmProfile);
   } catch (e) {
-    if (e instanceof UsageError) {
-      io.stderr(`explore: ${e.message}\n\n${EXPLORE_USAGE}\n`);
-      return 2;
-    }
-    throw e;
+    return usageFailure(e, io);
   }
 
   const store = args.stateDb ? new ExplorerStateStore(args.stateDb) : undefined;

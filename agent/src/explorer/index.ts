@@ -15,6 +15,7 @@ export {
   type ParsedArgs,
   parseExploreArgs,
   runExploreCommand,
+  runOracleCampaign,
 } from "./cli.js";
 export { defaultInitialDesign, type ExploreOptions, type ExploreResult, explore } from "./explore.js";
 export { type RandomSource, Rng } from "./rng.js";
