@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import { describeError, type Logger } from "@shadowvm/shared";
 import type { AgentConfig } from "../config/agent-config.js";
 import type { ProductionVmData } from "../explorer/baseline.js";
+import type { SignatureBoundary } from "../explorer/boundary.js";
 import { ExplorerStateStore } from "../explorer/state-store.js";
 import type { VmInventory } from "../hypervisor/driver.js";
 import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
@@ -163,6 +164,7 @@ export class CampaignScheduler {
           signatures: report.explore.signatures_found.map((fp) => ({
             fingerprint: fp,
             ...report.titles[fp],
+            ...describeNeeds(report.explore.boundary[fp]),
           })),
           ...(report.explore.error ? { stopped_early: report.explore.error.message } : {}),
         },
@@ -188,6 +190,20 @@ export class CampaignScheduler {
     writeFileSync(tmp, JSON.stringify(h, null, 2));
     renameSync(tmp, this.historyFile);
   }
+}
+
+/**
+ * A signature's boundary for the log: its estimated least stress and what it needs, e.g.
+ * `memory_load>=0.96`; a `?` marks a knob the runs could not tell from another.
+ */
+export function describeNeeds(b: SignatureBoundary | undefined): { least_stress?: number; needs?: string[] } {
+  if (!b) return {};
+  return {
+    least_stress: b.min_stress,
+    needs: b.needs.map(
+      (n) => `${n.knob}>=${Math.round(n.at_least * 1000) / 1000}${n.established ? "" : "?"}`,
+    ),
+  };
 }
 
 export interface CampaignEventLine {

@@ -13,6 +13,7 @@ import { OracleError } from "../explorer/runner.js";
 import type { RestoredCapture } from "../shadow/restored-capture.js";
 import type { CampaignOptions, CampaignResult, ShadowLab, ShadowRunResult } from "../shadow/shadow-lab.js";
 import { SignatureDb } from "../signatures/index.js";
+import { describeNeeds } from "./campaign-scheduler.js";
 import { type RecordSink, RunReporter, shadowRunMessage } from "./run-reporter.js";
 import { boundsFor, usableFaults } from "./shadow-campaign.js";
 import { primarySignature, ShadowTrialRunner } from "./shadow-trial-runner.js";
@@ -242,6 +243,26 @@ test("the search space shrinks to what the host can apply; faults to what it can
   assert.equal(f.usable, ["nmi"]);
   assert.equal(f.unavailable, [{ kind: "memory_error", reason: "no cgroup CPU controller" }]);
   assert.equal(usableFaults({ nmi: yes }, undefined).usable, ["nmi"]);
+});
+
+test("the finished campaign's log line gives each signature's least stress and what it needs", () => {
+  const b = {
+    trials_with_signature: 2,
+    observed_min_stress: 1.8,
+    observed_min_profile: profile(1),
+    min_stress: 0.9611,
+    min_stress_profile: profile(0.9611),
+    needs: [
+      { knob: "memory_load", at_least: 0.961146, established: true },
+      { knob: "fault:nmi", at_least: 0.55, established: false },
+    ],
+    runs_meeting_needs_without_it: 0,
+    min_stress_interval: null,
+    bootstrap_support: null,
+    model_min_stress: null,
+  };
+  assert.equal(describeNeeds(b), { least_stress: 0.9611, needs: ["memory_load>=0.961", "fault:nmi>=0.55?"] });
+  assert.equal(describeNeeds(undefined), {});
 });
 
 test.run();
