@@ -1,3 +1,4 @@
+export * from "./api-types.js";
 export * from "./cli/command-line.js";
 export * from "./cli/table.js";
 export * from "./config/load-config.js";

@@ -7,6 +7,7 @@ import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { getConnInfo } from "@hono/node-server/conninfo";
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Page, PageLinks, RiskHistory } from "@shadowvm/shared";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
@@ -94,7 +95,7 @@ const problems = (...codes: number[]) =>
   );
 const READ_ERRORS = problems(400, 401, 404, 429);
 
-const PageLinks = z
+const PageLinksSchema = z
   .object({
     limit: z.number().int(),
     offset: z.number().int(),
@@ -103,7 +104,7 @@ const PageLinks = z
   .openapi("Page");
 
 const list = <T extends z.ZodTypeAny>(item: T, name: string) =>
-  z.object({ items: z.array(item), page: PageLinks }).openapi(name);
+  z.object({ items: z.array(item), page: PageLinksSchema }).openapi(name);
 
 const ms = (description: string) =>
   z.number().openapi({ description: `${description} (ms since the epoch)` });
@@ -345,7 +346,7 @@ function pageParams(o: ApiOptions) {
 }
 
 /** The page object with a `next` link: this URL with offset advanced. */
-function page(c: Context, p: q.Page, more: boolean) {
+function page(c: Context, p: Page, more: boolean): PageLinks {
   let next: string | null = null;
   if (more) {
     const url = new URL(c.req.url);
@@ -511,10 +512,7 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
     item: I;
     /** Name of the list's schema in the OpenAPI document. */
     name: string;
-    fetch: (
-      filters: z.output<z.ZodObject<Q>>,
-      page: q.Page,
-    ) => Promise<{ items: z.input<I>[]; more: boolean }>;
+    fetch: (filters: z.output<z.ZodObject<Q>>, page: Page) => Promise<{ items: z.input<I>[]; more: boolean }>;
   }) =>
     app.openapi(
       createRoute({
@@ -653,7 +651,7 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
         limit,
         ...(since_ms !== undefined ? { since_ms } : {}),
       });
-      return c.json({ vm_uuid: vm.uuid, agent_id: vm.agent_id, items }, 200);
+      return c.json({ vm_uuid: vm.uuid, agent_id: vm.agent_id, items } satisfies RiskHistory, 200);
     },
   );
   app.openapi(

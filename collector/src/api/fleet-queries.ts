@@ -1,19 +1,20 @@
 // The read queries behind the API, the reports and the CLI's tables. Every value from a request is
 // a bound parameter ($n); only fixed SQL fragments chosen from a whitelist are concatenated.
 import type { DuckDBValue } from "@duckdb/node-api";
+import type {
+  Capture,
+  Failure,
+  Host,
+  Listed,
+  Page,
+  RiskScore,
+  ShadowRun,
+  Signature,
+  Vm,
+  VmRisk,
+} from "@shadowvm/shared";
 import type { Queryable } from "./reader-pool.js";
-import type { RiskScore, RiskSource } from "./risk-source.js";
-
-export interface Page {
-  limit: number;
-  offset: number;
-}
-
-export interface Listed<T> {
-  items: T[];
-  /** True when rows exist beyond this page. */
-  more: boolean;
-}
+import type { RiskSource } from "./risk-source.js";
 
 /** BIGINT -> number, JSON text -> value (for the listed JSON columns). */
 function row(r: Record<string, unknown>, jsonCols: readonly string[] = []): Record<string, unknown> {
@@ -61,20 +62,6 @@ async function listed<T>(
   return { items: rows.slice(0, p.limit).map(map), more: rows.length > p.limit };
 }
 
-export interface Host {
-  agent_id: string;
-  hostname: string;
-  cpus: number;
-  memory_bytes: number;
-  kernel: string;
-  hypervisor_driver: string;
-  hypervisor_version: string;
-  capabilities: string[];
-  vm_uuids: string[];
-  vm_count: number;
-  updated_at_ms: number;
-}
-
 export async function listHosts(db: Queryable, f: { hostname?: string | undefined }, p: Page) {
   const w = new Where().add((x) => `hostname = ${x}`, f.hostname);
   return listed(
@@ -92,27 +79,6 @@ export async function getHost(db: Queryable, agentId: string): Promise<Host | un
     [agentId],
   );
   return rows[0] ? (row(rows[0], ["capabilities", "vm_uuids"]) as unknown as Host) : undefined;
-}
-
-export interface VmRisk {
-  score: number | null;
-  confidence: number | null;
-  level: string | null;
-  assessed_at_ms: number;
-}
-
-export interface Vm {
-  agent_id: string;
-  uuid: string;
-  name: string;
-  hostname: string | null;
-  state: string;
-  vcpus: number;
-  memory_mb: number;
-  machine_type: string;
-  labels: Record<string, string>;
-  updated_at_ms: number;
-  risk: VmRisk | null;
 }
 
 export interface VmFilter {
@@ -193,23 +159,6 @@ export async function getVm(
   return v;
 }
 
-export interface Capture {
-  agent_id: string;
-  id: string;
-  vm_name: string;
-  vm_uuid: string;
-  started_at_ms: number;
-  finished_at_ms: number;
-  pause_ms: number;
-  memory_bytes: number;
-  disk_bytes: number;
-  stored_bytes: number;
-  new_bytes: number;
-  config_digest: string;
-  status: string;
-  error: string;
-}
-
 export interface TimeFilter {
   since_ms?: number | undefined;
   until_ms?: number | undefined;
@@ -235,23 +184,6 @@ export async function listCaptures(
     p,
     (r) => row(r) as unknown as Capture,
   );
-}
-
-export interface ShadowRun {
-  agent_id: string;
-  id: string;
-  campaign_id: string;
-  capture_id: string;
-  vm_name: string;
-  vm_uuid: string;
-  profile: unknown;
-  strategy: string;
-  control: boolean;
-  started_at_ms: number;
-  finished_at_ms: number;
-  outcome: string;
-  failure_count: number;
-  notes: unknown;
 }
 
 export interface RunFilter extends TimeFilter {
@@ -298,27 +230,6 @@ export async function getShadowRun(db: Queryable, id: string, agentId?: string) 
   return rows[0] ? (row(rows[0], ["profile", "notes"]) as unknown as ShadowRun) : undefined;
 }
 
-export interface Failure {
-  failure_id: string;
-  agent_id: string;
-  shadow_run_id: string;
-  title: string;
-  class: string;
-  frame: string;
-  fingerprint: string;
-  corrupted: boolean;
-  evidence: string[];
-  offset_ms: number;
-  source: string;
-  received_at_ms: number;
-  /** Where: the production VM whose shadow failed, and the profile it ran under (null if the run is unknown). */
-  vm_uuid: string | null;
-  vm_name: string | null;
-  profile: unknown;
-  /** When: the run's start + offset_ms, or received_at_ms when the run is unknown. */
-  occurred_at_ms: number;
-}
-
 export interface FailureFilter extends TimeFilter {
   fingerprint?: string | undefined;
   class?: string | undefined;
@@ -348,19 +259,6 @@ export async function listFailures(db: Queryable, f: FailureFilter, p: Page) {
     p,
     (r) => row(r, ["evidence", "profile"]) as unknown as Failure,
   );
-}
-
-export interface Signature {
-  fingerprint: string;
-  title: string;
-  class: string;
-  count: number;
-  first_seen_ms: number;
-  last_seen_ms: number;
-  /** Where: the hosts (agents) that reported it and the production VMs whose shadows hit it. */
-  agents: string[];
-  vms: string[];
-  profiles: unknown[];
 }
 
 export interface SignatureFilter extends TimeFilter {

@@ -4,58 +4,8 @@
 // with the signatures, boundaries, mitigations and explanations of all its rows. The risk_current
 // view is the newest round. alerts holds one row per alert. If those tables are missing (a database
 // from before migration 2) every answer is empty rather than an error.
+import type { Alert, RiskAssessment, RiskBoundary, RiskScore, RiskSignature } from "@shadowvm/shared";
 import type { Queryable } from "./reader-pool.js";
-
-export interface RiskSignature {
-  fingerprint: string;
-  title: string;
-  class: string;
-  status: string;
-  probability: number | null;
-  confidence: number;
-  confidence_level: string;
-  time_to_failure_h: number | null;
-}
-
-export interface RiskBoundary {
-  fingerprint: string;
-  dimension: string;
-  boundary: number;
-  boundary_uncertainty: number;
-  level: number | null;
-  forecast: number | null;
-}
-
-export interface RiskAssessment {
-  agent_id: string;
-  vm_uuid: string;
-  assessed_at_ms: number;
-  /** The highest failure probability over the VM's signatures (null: none has one). */
-  score: number | null;
-  /** Confidence of that most probable signature (0..1) and its level. */
-  confidence: number | null;
-  level: string | null;
-  signatures: RiskSignature[];
-  boundary: RiskBoundary[];
-  mitigations: unknown[];
-  explanation: string[];
-}
-
-export interface Alert {
-  id: string;
-  vm_uuid: string;
-  vm_name: string;
-  fingerprint: string;
-  title: string;
-  severity: string;
-  state: string;
-  message: string;
-  mitigation: string;
-  probability: number | null;
-  confidence: number;
-  created_at_ms: number;
-  resolved_at_ms: number | null;
-}
 
 export interface AlertFilter {
   vm_uuid?: string | undefined;
@@ -63,16 +13,6 @@ export interface AlertFilter {
   severity?: string | undefined;
   limit: number;
   offset: number;
-}
-
-/** A VM's current risk without the details (what lists need). */
-export interface RiskScore {
-  agent_id: string;
-  vm_uuid: string;
-  assessed_at_ms: number;
-  score: number | null;
-  confidence: number | null;
-  level: string | null;
 }
 
 export interface RiskSource {

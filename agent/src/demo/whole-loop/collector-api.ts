@@ -1,100 +1,15 @@
 // The few calls the demo makes to the collector's HTTP query API (/api/v1, docs/api.md) and its
-// operations port (/metrics), with a bearer API token. The shapes are the fields the demo reads of
-// the API's JSON (the agent does not depend on the collector package).
-
-export interface ApiVm {
-  agent_id: string;
-  uuid: string;
-  name: string;
-  state: string;
-  vcpus: number;
-  memory_mb: number;
-  labels: Record<string, string> | null;
-  risk: {
-    score: number | null;
-    confidence: number | null;
-    level: string | null;
-    assessed_at_ms: number;
-  } | null;
-}
-
-export interface ApiCapture {
-  id: string;
-  vm_name: string;
-  vm_uuid: string;
-  started_at_ms: number;
-  finished_at_ms: number | null;
-  pause_ms: number | null;
-  memory_bytes: number | null;
-  stored_bytes: number | null;
-  status: string;
-  error: string | null;
-}
-
-export interface ApiShadowRun {
-  id: string;
-  campaign_id: string;
-  capture_id: string;
-  vm_name: string;
-  vm_uuid: string;
-  profile: Record<string, unknown> | null;
-  control: boolean;
-  started_at_ms: number | null;
-  finished_at_ms: number | null;
-  outcome: string;
-  failure_count: number;
-  notes: unknown;
-}
-
-export interface ApiFailure {
-  failure_id: string;
-  shadow_run_id: string;
-  title: string;
-  class: string;
-  fingerprint: string;
-  source: string;
-  offset_ms: number | null;
-  received_at_ms: number;
-  occurred_at_ms: number;
-  vm_name: string | null;
-  vm_uuid: string | null;
-}
-
-export interface ApiRiskSignature {
-  fingerprint: string;
-  title: string;
-  class: string;
-  status: string;
-  probability: number | null;
-  confidence: number;
-  confidence_level: string;
-  time_to_failure_h: number | null;
-}
-
-export interface ApiRiskAssessment {
-  agent_id: string;
-  vm_uuid: string;
-  assessed_at_ms: number;
-  score: number | null;
-  confidence: number | null;
-  level: string | null;
-  signatures: ApiRiskSignature[];
-  boundary: {
-    fingerprint: string;
-    dimension: string;
-    boundary: number;
-    boundary_uncertainty: number;
-    level: number | null;
-    forecast: number | null;
-  }[];
-  mitigations: unknown[];
-  explanation: string[];
-}
-
-interface Page<T> {
-  items: T[];
-  page: { limit: number; offset: number; next: string | null };
-}
+// operations port (/metrics), with a bearer API token. The API's JSON shapes are shared's
+// (shared/src/api-types.ts), the same types the collector builds its answers with.
+import type {
+  Capture,
+  Failure,
+  ListResponse,
+  RiskAssessment,
+  RiskHistory,
+  ShadowRun,
+  Vm,
+} from "@shadowvm/shared";
 
 export class CollectorApi {
   constructor(
@@ -114,31 +29,29 @@ export class CollectorApi {
 
   async list<T>(path: string): Promise<T[]> {
     const sep = path.includes("?") ? "&" : "?";
-    return (await this.get<Page<T>>(`${path}${sep}limit=1000`)).items;
+    return (await this.get<ListResponse<T>>(`${path}${sep}limit=1000`)).items;
   }
 
-  vms(): Promise<ApiVm[]> {
-    return this.list<ApiVm>("/api/v1/vms?sort=name");
+  vms(): Promise<Vm[]> {
+    return this.list<Vm>("/api/v1/vms?sort=name");
   }
 
-  captures(): Promise<ApiCapture[]> {
-    return this.list<ApiCapture>("/api/v1/captures");
+  captures(): Promise<Capture[]> {
+    return this.list<Capture>("/api/v1/captures");
   }
 
-  shadowRuns(): Promise<ApiShadowRun[]> {
-    return this.list<ApiShadowRun>("/api/v1/shadow-runs");
+  shadowRuns(): Promise<ShadowRun[]> {
+    return this.list<ShadowRun>("/api/v1/shadow-runs");
   }
 
-  failures(): Promise<ApiFailure[]> {
-    return this.list<ApiFailure>("/api/v1/failures");
+  failures(): Promise<Failure[]> {
+    return this.list<Failure>("/api/v1/failures");
   }
 
   /** The VM's newest assessment, or undefined. */
-  async risk(uuid: string): Promise<ApiRiskAssessment | undefined> {
-    const page = await this.get<Page<ApiRiskAssessment>>(
-      `/api/v1/vms/${encodeURIComponent(uuid)}/risk?limit=1`,
-    );
-    return page.items[0];
+  async risk(uuid: string): Promise<RiskAssessment | undefined> {
+    const history = await this.get<RiskHistory>(`/api/v1/vms/${encodeURIComponent(uuid)}/risk?limit=1`);
+    return history.items[0];
   }
 
   /** A counter or gauge from the operations port's /metrics (summed over its label sets). */

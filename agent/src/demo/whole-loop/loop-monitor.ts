@@ -2,8 +2,9 @@
 // log lines (campaign, capture, shadows) and from polling the collector's API (VMs seen, telemetry
 // stored, shadow runs and failures stored, risk rounds) and Alertmanager (alerts as received).
 // It also keeps the times the summary reports.
+import type { Failure, RiskAssessment, ShadowRun } from "@shadowvm/shared";
 import type { Alertmanager, AlertmanagerAlert } from "./alertmanager.js";
-import type { ApiFailure, ApiRiskAssessment, ApiShadowRun, CollectorApi } from "./collector-api.js";
+import type { CollectorApi } from "./collector-api.js";
 
 export interface ReceivedAlert {
   /** When this process first saw it in Alertmanager (polled about every second). */
@@ -18,13 +19,13 @@ export interface MonitorState {
   campaignStartedAtMs?: number;
   campaignFinishedAtMs?: number;
   campaignError?: string;
-  runs: Map<string, ApiShadowRun>;
-  failures: Map<string, ApiFailure>;
+  runs: Map<string, ShadowRun>;
+  failures: Map<string, Failure>;
   /** received_at_ms of the first failure the collector stored. */
   firstFailureStoredAtMs?: number;
   /** When this process first saw a stored failure through the API. */
   firstFailureSeenAtMs?: number;
-  risk: Map<string, ApiRiskAssessment>;
+  risk: Map<string, RiskAssessment>;
   /** Alertmanager alerts by VM name, first sighting kept. */
   alerts: Map<string, ReceivedAlert>;
   /** Every alert ever seen in Alertmanager (fingerprinted by labels), latest copy. */
@@ -183,7 +184,7 @@ export class LoopMonitor {
     for (const v of vms) {
       if (!this.state.vmsSeen.has(v.uuid)) {
         this.state.vmsSeen.set(v.uuid, v.name);
-        const labels = Object.entries(v.labels ?? {})
+        const labels = Object.entries(v.labels)
           .map(([k, x]) => `${k}=${x}`)
           .join(",");
         say(
@@ -203,7 +204,7 @@ export class LoopMonitor {
       this.state.runs.set(r.id, r);
       if (!known && r.finished_at_ms) {
         say(
-          `collector: shadow run ${r.id} stored: ${r.control ? "control" : describeProfile(r.profile)} -> ${r.outcome}${r.failure_count ? `, ${r.failure_count} failure(s)` : ""}`,
+          `collector: shadow run ${r.id} stored: ${r.control ? "control" : describeProfile(r.profile as Record<string, unknown> | null)} -> ${r.outcome}${r.failure_count ? `, ${r.failure_count} failure(s)` : ""}`,
         );
       }
     }

@@ -17,10 +17,10 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { describeError, formatTable, ShadowvmError } from "@shadowvm/shared";
+import { describeError, formatTable, type RiskAssessment, ShadowvmError } from "@shadowvm/shared";
 import { type DemoVm, freePort, startDemoVm } from "../demo-vm.js";
 import { type Alertmanager, type AlertmanagerAlert, startAlertmanager } from "./alertmanager.js";
-import { type ApiRiskAssessment, CollectorApi } from "./collector-api.js";
+import { CollectorApi } from "./collector-api.js";
 import { ConsoleWatch } from "./console-watch.js";
 import { demoAgentConfig, demoCollectorConfig, writeJsonConfig } from "./loop-config.js";
 import { fmtHours, LoopMonitor } from "./loop-monitor.js";
@@ -81,7 +81,7 @@ export interface WholeLoopSummary {
   healthy_alerted: boolean;
   /** Every alert Alertmanager held for the demo VMs (latest copy). */
   alertmanager_alerts: AlertmanagerAlert[];
-  risk: (ApiRiskAssessment & { vm_name: string })[];
+  risk: (RiskAssessment & { vm_name: string })[];
   /** Risk rows whose signature was found by this run's shadows (fingerprint among stored failures). */
   risk_from_shadow_failures: number;
   shadow_runs: { id: string; control: boolean; outcome: string; failures: number; profile: unknown }[];
@@ -584,7 +584,7 @@ export function formatAlert(a: AlertmanagerAlert): string {
 }
 
 /** The risk table from the API's assessments (used when the collector keeps running). */
-export function riskTable(rows: (ApiRiskAssessment & { vm_name: string })[]): string {
+export function riskTable(rows: (RiskAssessment & { vm_name: string })[]): string {
   const lines = rows.flatMap((a) =>
     a.signatures.map((sig) => {
       const b = a.boundary.find((x) => x.fingerprint === sig.fingerprint);
