@@ -36,8 +36,10 @@ const pct = (v: unknown) => (typeof v === "number" ? `${Math.round(v * 100)} %` 
 const num = (v: unknown, d = 2) => (typeof v === "number" ? v.toFixed(d) : "-");
 
 /** A stress profile in a few words: only what is applied. */
-export function describeProfile(p: Record<string, unknown> | null | undefined): string {
-  if (!p) return "control (no stress)";
+export function describeProfile(profile: unknown): string {
+  // A JSON profile as the API or the agent's log carries it; missing knobs count as idle.
+  if (!profile || typeof profile !== "object") return "control (no stress)";
+  const p = profile as Record<string, unknown>;
   const parts: string[] = [];
   const cpu = Number(p["cpu_load"] ?? 0);
   const mem = Number(p["memory_load"] ?? 0);
@@ -112,7 +114,7 @@ export class LoopMonitor {
       case "shadow: started": {
         const control = e["control"] === true;
         this.o.say(
-          `${vm}shadow ${e["shadow"]} started${control ? " (control, unstressed)" : `: ${describeProfile(e["profile"] as Record<string, unknown>)}`}`,
+          `${vm}shadow ${e["shadow"]} started${control ? " (control, unstressed)" : `: ${describeProfile(e["profile"])}`}`,
         );
         return;
       }
@@ -204,7 +206,7 @@ export class LoopMonitor {
       this.state.runs.set(r.id, r);
       if (!known && r.finished_at_ms) {
         say(
-          `collector: shadow run ${r.id} stored: ${r.control ? "control" : describeProfile(r.profile as Record<string, unknown> | null)} -> ${r.outcome}${r.failure_count ? `, ${r.failure_count} failure(s)` : ""}`,
+          `collector: shadow run ${r.id} stored: ${r.control ? "control" : describeProfile(r.profile)} -> ${r.outcome}${r.failure_count ? `, ${r.failure_count} failure(s)` : ""}`,
         );
       }
     }
