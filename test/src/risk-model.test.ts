@@ -240,6 +240,57 @@ test("engine on constructed histories", async () => {
   conn.closeSync();
 });
 
+test("runs that cannot tell CPU from memory: the dimension production heads for is assessed", async () => {
+  const store = await IngestStore.open(join(dir, "tied.duckdb"));
+  try {
+    const h = new History();
+    h.vm("u-tied", "tied-1").vm("u-tied-calm", "tied-calm-1");
+    // As in a small real campaign: the failing runs raised CPU and memory together, the passing
+    // ones neither, so either knob alone separates them (the dominant one by tightness is CPU).
+    const runs: [number, number, boolean][] = [
+      [1.5, 1.0, true],
+      [1.5, 1.0, true],
+      [1.3, 0.9, true],
+      [1.0, 0.21, false],
+      [1.0, 0.23, false],
+      [1.2, 0.54, false],
+      [1.0, 0.57, false],
+      [1.0, 0.24, false],
+    ];
+    for (const vm of ["tied-1", "tied-calm-1"]) {
+      runs.forEach(([cpu_load, memory_load, failed], i) => {
+        h.run(
+          `u-${vm.replace(/-1$/, "")}`,
+          vm,
+          `${vm}-${i}`,
+          { cpu_load, memory_load },
+          failed ? OOM : undefined,
+        );
+      });
+    }
+    // tied-1's memory climbs toward the memory boundary (0.735) while its CPU stays low.
+    h.telemetry("u-tied", (t, i) => ({ memory: 0.6 + 0.02 * t + noise(i), cpu: 0.1 + noise(i) }));
+    h.telemetry("u-tied-calm", (_t, i) => ({ memory: 0.3 + noise(i), cpu: 0.1 + noise(i) }));
+    await h.commit(store);
+    const conn = await store.connectReader();
+    try {
+      const all = await new RiskEngine(queryable(conn), config.risk).compute();
+      const tied = all.find((a) => a.vm_uuid === "u-tied")!;
+      assert.equal(tied.dimension, "memory_load", tied.explanation);
+      assert.ok(tied.probability! > 0.5, `p=${tied.probability}`);
+      assert.match(tied.explanation, /cannot tell memory_load from cpu_load/);
+      assert.match(tied.explanation, /the one production is likeliest to cross/);
+      // The same evidence with flat production: nothing to cross, no risk.
+      const calm = all.find((a) => a.vm_uuid === "u-tied-calm")!;
+      assert.ok(calm.probability! < 0.01, `calm p=${calm.probability}`);
+    } finally {
+      conn.closeSync();
+    }
+  } finally {
+    await store.close();
+  }
+});
+
 test("a run counts for its primary failure; its consequences are no signatures of their own", async () => {
   const store = await IngestStore.open(join(dir, "primary.duckdb"));
   try {

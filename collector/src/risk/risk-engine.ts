@@ -12,6 +12,7 @@ import {
   type Confidence,
   confidenceOf,
   crossingProbability,
+  type DimensionBoundary,
   estimateBoundary,
   FORECAST_DIMENSIONS,
   type ForecastDimension,
@@ -406,7 +407,7 @@ export class RiskEngine {
   ): RiskAssessment {
     const cfg = this.config;
     const horizon = cfg.horizon_h;
-    const dom = b.dominant;
+    const { dom, alike, compared } = this.assessedDimension(b, trends);
     const base: RiskAssessment = {
       computed_at_ms: now,
       vm_uuid: vm.uuid,
@@ -446,7 +447,11 @@ export class RiskEngine {
         ? `${vm.name}'s shadows`
         : `shadows of ${[...new Set(peers.map((p) => `${p.vm_name} (${p.label}=${p.value})`))].join(", ")}`;
     const found = dom
-      ? `${where} failed with "${sig.title}" (${sig.class}) from ${dom.dimension} ≈ ${dom.boundary.toFixed(3)} ± ${dom.uncertainty.toFixed(3)} in ${b.failing} of ${b.runs} runs (runs ${b.failing_run_ids.slice(0, 5).join(", ")}${b.failing_run_ids.length > 5 ? ", ..." : ""}; ${dom.contradicting} passing run(s) at or above it)`
+      ? `${where} failed with "${sig.title}" (${sig.class}) from ${dom.dimension} ≈ ${dom.boundary.toFixed(3)} ± ${dom.uncertainty.toFixed(3)} in ${b.failing} of ${b.runs} runs (runs ${b.failing_run_ids.slice(0, 5).join(", ")}${b.failing_run_ids.length > 5 ? ", ..." : ""}; ${dom.contradicting} passing run(s) at or above it)${
+          alike.length
+            ? `. The runs cannot tell ${dom.dimension} from ${alike.join(", ")} (each separates the failing runs from the passing ones as well); ${dom.dimension} is assessed${compared ? ", the one production is likeliest to cross" : ""}`
+            : ""
+        }`
       : `${where} failed with "${sig.title}" (${sig.class}), but without stress that locates a boundary`;
     const trend =
       dom && (FORECAST_DIMENSIONS as readonly string[]).includes(dom.dimension)
@@ -508,6 +513,38 @@ export class RiskEngine {
       `confidence ${confidence.level} (${confidence.value.toFixed(2)}).`;
     a.mitigations = mitigationsFor(this.mitigationContext(vm, sig, a));
     return a;
+  }
+
+  /**
+   * The dimension to assess: the dominant one, unless others separate the failing runs from the
+   * passing ones just as well (a few runs that raised several knobs together cannot tell which one
+   * the failure needs). Then the one production is likeliest to cross within the horizon is
+   * assessed, so a VM heading for any boundary the runs allow is not missed; `alike` names the
+   * others for the explanation.
+   */
+  private assessedDimension(
+    b: BoundaryEstimate,
+    trends: Map<ForecastDimension, Trend> | undefined,
+  ): { dom: DimensionBoundary | undefined; alike: string[]; compared: boolean } {
+    const first = b.dominant;
+    if (!first) return { dom: undefined, alike: [], compared: false };
+    const tied = b.dimensions.filter(
+      (d) => d.discrimination >= first.discrimination - 1e-9 && d.contradicting <= first.contradicting,
+    );
+    if (tied.length < 2) return { dom: first, alike: [], compared: false };
+    let dom = first;
+    let best = -1;
+    for (const d of tied) {
+      if (!(FORECAST_DIMENSIONS as readonly string[]).includes(d.dimension)) continue;
+      const trend = trends?.get(d.dimension as ForecastDimension);
+      if (!trend || trend.n < this.config.min_samples) continue;
+      const p = crossingProbability(trend, d.boundary, d.uncertainty, this.config.horizon_h).probability;
+      if (p > best) {
+        best = p;
+        dom = d;
+      }
+    }
+    return { dom, alike: tied.filter((d) => d !== dom).map((d) => d.dimension), compared: best >= 0 };
   }
 
   private mitigationContext(vm: VmInfo, sig: Signature, a: RiskAssessment) {
