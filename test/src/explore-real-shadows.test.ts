@@ -4,7 +4,7 @@
 // run, failure and signature update is spooled for the collector; no shadow is left behind.
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { SignatureBoundary } from "@shadowvm/agent/explorer/boundary";
+import { needLabel, type SignatureBoundary } from "@shadowvm/agent/explorer/boundary";
 import { Spool } from "@shadowvm/agent/spool/spool";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -72,7 +72,7 @@ test("a 12-run adaptive campaign on real shadows finds >= 2 distinct failure sig
       assert.type(b.observed_min_stress, "number");
       assert.ok(b.min_stress <= b.observed_min_stress, `${fp}: ${b.min_stress} > ${b.observed_min_stress}`);
       assert.ok(b.needs.length >= 1, `${fp} needs some stress`);
-      const needs = b.needs.map((n) => `${n.knob}>=${n.at_least}${n.established ? "" : "?"}`).join(" ");
+      const needs = b.needs.map(needLabel).join(" ");
       log(
         `boundary ${out.signatures[fp]?.title}: least stress seen ${b.observed_min_stress}, estimated ${b.min_stress}, needs ${needs}`,
       );

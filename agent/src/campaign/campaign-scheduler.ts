@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import { describeError, type Logger } from "@shadowvm/shared";
 import type { AgentConfig } from "../config/agent-config.js";
 import type { ProductionVmData } from "../explorer/baseline.js";
-import type { SignatureBoundary } from "../explorer/boundary.js";
+import { needLabel, type SignatureBoundary } from "../explorer/boundary.js";
 import { ExplorerStateStore } from "../explorer/state-store.js";
 import type { VmInventory } from "../hypervisor/driver.js";
 import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
@@ -193,16 +193,14 @@ export class CampaignScheduler {
 }
 
 /**
- * A signature's boundary for the log: its estimated least stress and what it needs, e.g.
+ * A signature's boundary for the log: its estimated least stress and what it needs (needLabel), e.g.
  * `memory_load>=0.96`; a `?` marks a knob the runs could not tell from another.
  */
 export function describeNeeds(b: SignatureBoundary | undefined): { least_stress?: number; needs?: string[] } {
   if (!b) return {};
   return {
     least_stress: b.min_stress,
-    needs: b.needs.map(
-      (n) => `${n.knob}>=${Math.round(n.at_least * 1000) / 1000}${n.established ? "" : "?"}`,
-    ),
+    needs: b.needs.map(needLabel),
   };
 }
 

@@ -37,6 +37,11 @@ export interface SignatureBoundary {
 
 export type Boundary = Record<string, SignatureBoundary>;
 
+/** One need in a few characters for logs, e.g. `memory_load>=0.961`; `?` marks it not established. */
+export function needLabel(n: SignatureBoundary["needs"][number]): string {
+  return `${n.knob}>=${Math.round(n.at_least * 1000) / 1000}${n.established ? "" : "?"}`;
+}
+
 export interface MinStressResult {
   z: number[];
   stress: number;

@@ -53,11 +53,13 @@ export function fitConjunction(
   // Lowest thresholds first: they cost the least stress to keep and are the likeliest to be
   // incidental (a knob the failure ignores reaches low values among its positives).
   const order = [...all].sort((a, b) => thresholds[a]! - thresholds[b]! || a - b);
+  // Negatives a fit may let in: the allowance, or those even the most specific fit cannot keep out.
+  const tolerated = Math.max(allowance, inside(all));
   /** Greedy generalization from `start`; undefined when `start` already lets in too many negatives. */
   const generalize = (start: readonly number[]) => {
     let kept = [...start];
     let current = inside(kept);
-    if (current > Math.max(allowance, inside(all))) return undefined;
+    if (current > tolerated) return undefined;
     for (const j of order) {
       if (!kept.includes(j)) continue;
       const without = kept.filter((k) => k !== j);

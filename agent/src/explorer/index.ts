@@ -7,7 +7,7 @@ export {
   generateStressProfile,
   type ProductionVmData,
 } from "./baseline.js";
-export type { Boundary, SignatureBoundary } from "./boundary.js";
+export { type Boundary, needLabel, type SignatureBoundary } from "./boundary.js";
 export {
   EXPLORE_USAGE,
   ExploreUsageError,
