@@ -7,18 +7,16 @@
 //
 // Only the SHA-256 of the secret part is stored; it is compared in constant time. A revoked token
 // is refused at its next request (the file is read on every check; it is a few hundred bytes).
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-} from "node:fs";
+import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import {
+  newToken,
+  parseToken,
+  readJsonFile,
+  secretMatches,
+  TOKEN_ID_RE,
+  writeFileAtomic,
+} from "../auth/token-files.js";
 
 export type ApiScope = "read" | "admin";
 export const API_SCOPES: readonly ApiScope[] = ["read", "admin"];
@@ -36,22 +34,6 @@ export type ApiTokenCheck =
   | { ok: true; token: ApiTokenRecord }
   | { ok: false; reason: "malformed" | "unknown" | "revoked" | "mismatch" };
 
-const TOKEN_RE = /^svma_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
-
-const sha256Hex = (text: string): string => createHash("sha256").update(text).digest("hex");
-
-function writeFileAtomic(path: string, data: string): void {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  const fd = openSync(tmp, "wx", 0o600);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
-
 export class ApiTokenStore {
   constructor(readonly dir: string) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -62,35 +44,29 @@ export class ApiTokenStore {
   }
 
   private read(id: string): ApiTokenRecord | undefined {
-    try {
-      return JSON.parse(readFileSync(this.file(id), "utf8")) as ApiTokenRecord;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
+    return readJsonFile<ApiTokenRecord>(this.file(id));
   }
 
   create(options: { scope: ApiScope; description?: string; now?: number }): {
     token: string;
     record: ApiTokenRecord;
   } {
-    const id = randomBytes(8).toString("hex");
-    const secret = randomBytes(32).toString("base64url");
+    const { id, token, sha256 } = newToken("svma");
     const record: ApiTokenRecord = {
       id,
-      sha256: sha256Hex(secret),
+      sha256,
       scope: options.scope,
       created_at_ms: options.now ?? Date.now(),
       description: options.description ?? "",
       revoked_at_ms: null,
     };
     writeFileAtomic(this.file(id), `${JSON.stringify(record)}\n`);
-    return { token: `svma_${id}_${secret}`, record };
+    return { token, record };
   }
 
   list(): ApiTokenRecord[] {
     return readdirSync(this.dir)
-      .filter((f) => /^[0-9a-f]{16}\.json$/.test(f))
+      .filter((f) => f.endsWith(".json") && TOKEN_ID_RE.test(f.slice(0, -5)))
       .map((f) => this.read(f.slice(0, 16)))
       .filter((r): r is ApiTokenRecord => r !== undefined)
       .sort((a, b) => a.created_at_ms - b.created_at_ms);
@@ -98,7 +74,7 @@ export class ApiTokenStore {
 
   /** False when no such token. Revoking twice keeps the first time. */
   revoke(id: string, now = Date.now()): boolean {
-    if (!/^[0-9a-f]{16}$/.test(id)) return false;
+    if (!TOKEN_ID_RE.test(id)) return false;
     const record = this.read(id);
     if (!record) return false;
     if (record.revoked_at_ms === null) {
@@ -109,14 +85,12 @@ export class ApiTokenStore {
   }
 
   check(token: string): ApiTokenCheck {
-    const m = TOKEN_RE.exec(token);
-    if (!m) return { ok: false, reason: "malformed" };
-    const record = this.read(m[1]!);
+    const parsed = parseToken("svma", token);
+    if (!parsed) return { ok: false, reason: "malformed" };
+    const record = this.read(parsed.id);
+    const matches = secretMatches(parsed.secret, record?.sha256);
     if (!record) return { ok: false, reason: "unknown" };
-    const given = Buffer.from(sha256Hex(m[2]!), "hex");
-    const stored = Buffer.from(record.sha256, "hex");
-    if (given.length !== stored.length || !timingSafeEqual(given, stored))
-      return { ok: false, reason: "mismatch" };
+    if (!matches) return { ok: false, reason: "mismatch" };
     if (record.revoked_at_ms !== null) return { ok: false, reason: "revoked" };
     return { ok: true, token: record };
   }

@@ -15,22 +15,18 @@
 // <key> is the agent id in base64url, so any id the wire accepts is a safe file name. Tokens are
 // "svmt_<id>_<secret>": only the SHA-256 of the secret part is stored, compared in constant time.
 // Agent secrets are stored as they are: the collector needs them to compute the HMAC proofs.
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import {
-  chmodSync,
-  closeSync,
-  fsyncSync,
-  linkSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
+import { randomBytes } from "node:crypto";
+import { chmodSync, linkSync, mkdirSync, readdirSync, renameSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { createError, newAgentSecret } from "@shadowvm/shared";
+import { newAgentSecret } from "@shadowvm/shared";
+import {
+  newToken,
+  parseToken,
+  readJsonFile,
+  secretMatches,
+  TOKEN_ID_RE,
+  writeFileAtomic,
+} from "./token-files.js";
 
 export interface TokenRecord {
   id: string;
@@ -52,40 +48,6 @@ export interface AgentRecord {
 export type TokenCheck =
   | { ok: true; token: TokenRecord }
   | { ok: false; reason: "malformed" | "unknown" | "revoked" | "expired" | "mismatch" };
-
-const TOKEN_RE = /^svmt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
-
-function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
-}
-
-/** Writes `data` to `path` atomically (temporary file, fsync, rename), mode 0600. */
-function writeFileAtomic(path: string, data: string): void {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  const fd = openSync(tmp, "wx", 0o600);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
-
-function readJson<T>(path: string): T | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch (err) {
-    throw createError("auth", "corrupt", `${path} is not valid JSON: ${(err as Error).message}`);
-  }
-}
 
 export class AuthStore {
   readonly dir: string;
@@ -112,33 +74,32 @@ export class AuthStore {
     record: TokenRecord;
   } {
     const now = options.now ?? Date.now();
-    const id = randomBytes(8).toString("hex");
-    const secret = randomBytes(32).toString("base64url");
+    const { id, token, sha256 } = newToken("svmt");
     const record: TokenRecord = {
       id,
-      sha256: sha256Hex(secret),
+      sha256,
       created_at_ms: now,
       expires_at_ms: now + options.ttlMs,
       description: options.description ?? "",
       revoked_at_ms: null,
     };
     writeFileAtomic(join(this.tokensDir, `${id}.json`), `${JSON.stringify(record, null, 2)}\n`);
-    return { token: `svmt_${id}_${secret}`, record };
+    return { token, record };
   }
 
   listTokens(): TokenRecord[] {
     return readdirSync(this.tokensDir)
       .filter((f) => f.endsWith(".json"))
-      .map((f) => readJson<TokenRecord>(join(this.tokensDir, f)))
+      .map((f) => readJsonFile<TokenRecord>(join(this.tokensDir, f)))
       .filter((t): t is TokenRecord => t !== undefined)
       .sort((a, b) => a.created_at_ms - b.created_at_ms);
   }
 
   /** Marks a token revoked; false when there is no such token. */
   revokeToken(id: string, now = Date.now()): boolean {
-    if (!/^[0-9a-f]{16}$/.test(id)) return false;
+    if (!TOKEN_ID_RE.test(id)) return false;
     const path = join(this.tokensDir, `${id}.json`);
-    const record = readJson<TokenRecord>(path);
+    const record = readJsonFile<TokenRecord>(path);
     if (!record) return false;
     if (record.revoked_at_ms === null) {
       record.revoked_at_ms = now;
@@ -149,13 +110,10 @@ export class AuthStore {
 
   /** Checks a presented token (constant-time on the secret part). */
   checkToken(token: string, now = Date.now()): TokenCheck {
-    const m = TOKEN_RE.exec(token);
-    if (!m) return { ok: false, reason: "malformed" };
-    const record = readJson<TokenRecord>(join(this.tokensDir, `${m[1]}.json`));
-    // Hash even when the id is unknown, so timing does not tell which ids exist.
-    const presented = Buffer.from(sha256Hex(m[2]!), "hex");
-    const stored = Buffer.from(record?.sha256 ?? "0".repeat(64), "hex");
-    const matches = stored.length === presented.length && timingSafeEqual(stored, presented);
+    const parsed = parseToken("svmt", token);
+    if (!parsed) return { ok: false, reason: "malformed" };
+    const record = readJsonFile<TokenRecord>(join(this.tokensDir, `${parsed.id}.json`));
+    const matches = secretMatches(parsed.secret, record?.sha256);
     if (!record) return { ok: false, reason: "unknown" };
     if (!matches) return { ok: false, reason: "mismatch" };
     if (record.revoked_at_ms !== null) return { ok: false, reason: "revoked" };
@@ -171,7 +129,7 @@ export class AuthStore {
 
   /** The agent's secret, or undefined when the agent is not enrolled (or was revoked). */
   agentSecret(agentId: string): Uint8Array | undefined {
-    const record = readJson<AgentRecord>(this.agentPath(agentId));
+    const record = readJsonFile<AgentRecord>(this.agentPath(agentId));
     return record ? new Uint8Array(Buffer.from(record.secret, "base64")) : undefined;
   }
 
@@ -205,7 +163,7 @@ export class AuthStore {
   listAgents(): Omit<AgentRecord, "secret">[] {
     return readdirSync(this.agentsDir)
       .filter((f) => f.endsWith(".json"))
-      .map((f) => readJson<AgentRecord>(join(this.agentsDir, f)))
+      .map((f) => readJsonFile<AgentRecord>(join(this.agentsDir, f)))
       .filter((a): a is AgentRecord => a !== undefined)
       .map(({ secret: _secret, ...rest }) => rest)
       .sort((a, b) => a.agent_id.localeCompare(b.agent_id));
