@@ -3,6 +3,7 @@
 // conversion runs inline or in the decode worker (decode-pool.ts); typed arrays cross the thread
 // boundary without a copy, where thousands of decoded Sample objects would be cloned one by one.
 import {
+  DATA_BODY_KINDS,
   decodeFrame,
   type Envelope,
   type EnvelopeBodyKind,
@@ -170,17 +171,6 @@ export function peekStreamPosition(data: Uint8Array): { epoch: number; seq: numb
     : undefined;
 }
 
-const DATA_KINDS = new Set<string>([
-  "host_inventory",
-  "vm_inventory",
-  "telemetry_batch",
-  "capture_record",
-  "shadow_run",
-  "failure",
-  "signature_update",
-  "production_event",
-]);
-
 /** Decodes and validates one message of an authenticated connection (inline or in the worker). */
 export function decodeMessage(data: Uint8Array, options: FrameOptions): Decoded {
   let e: Envelope;
@@ -193,7 +183,7 @@ export function decodeMessage(data: Uint8Array, options: FrameOptions): Decoded 
   }
   const kind = e.body ?? undefined;
   const out: Decoded = { ok: true, agentId: e.agent_id, kind, epoch: e.epoch, seq: e.seq };
-  if (kind && DATA_KINDS.has(kind)) out.frame = toIngestFrame(e, data.byteLength);
+  if (kind && DATA_BODY_KINDS.has(kind)) out.frame = toIngestFrame(e, data.byteLength);
   else if (kind === "error" && e.error) {
     out.error = (e.error.constructor as unknown as { toObject: ToObject }).toObject(e.error, {
       ...PLAIN,

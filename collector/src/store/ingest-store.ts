@@ -28,7 +28,6 @@ import {
 } from "@duckdb/node-api";
 import {
   createError,
-  type EnvelopeBodyKind,
   type Logger,
   ShadowvmError,
   shadowvm,
@@ -66,18 +65,6 @@ export interface CommitOutcome {
   rows: Partial<Record<StoreTable, number>>;
   durationMs: number;
 }
-
-/** Bodies an agent may send as data (spooled, numbered, acknowledged). */
-export const DATA_BODY_KINDS: ReadonlySet<EnvelopeBodyKind> = new Set<EnvelopeBodyKind>([
-  "host_inventory",
-  "vm_inventory",
-  "telemetry_batch",
-  "capture_record",
-  "shadow_run",
-  "failure",
-  "signature_update",
-  "production_event",
-]);
 
 /** "VM_STATE_RUNNING" -> "running". */
 function enumName(values: object, value: number | null | undefined, prefix: string): string {

@@ -4,6 +4,7 @@ import { schema } from "../../generated/shadowvm-schema.js";
 import { ShadowvmError } from "../errors.js";
 import { WireError, type WireErrorCode } from "./errors.js";
 import {
+  DATA_BODY_KINDS,
   DEFAULT_MAX_FRAME_BYTES,
   decodeFrame,
   ENVELOPE_BODY_KINDS,
@@ -92,6 +93,21 @@ const samples = sampleEnvelopes();
 test("the samples cover every body kind", () => {
   assert.equal(Object.keys(samples).sort(), [...ENVELOPE_BODY_KINDS].sort());
   assert.equal([...ENVELOPE_BODY_KINDS], schema.messages["shadowvm.v1.Envelope"]?.oneofs["body"]);
+});
+
+test("data bodies: what agents spool and collectors acknowledge, none of the session's own", () => {
+  assert.equal([...DATA_BODY_KINDS].sort(), [
+    "capture_record",
+    "failure",
+    "host_inventory",
+    "production_event",
+    "shadow_run",
+    "signature_update",
+    "telemetry_batch",
+    "vm_inventory",
+  ]);
+  for (const kind of ["hello", "auth_challenge", "auth_response", "ack", "error", "heartbeat"] as const)
+    assert.not.ok(DATA_BODY_KINDS.has(kind), kind);
 });
 
 for (const kind of ENVELOPE_BODY_KINDS) {

@@ -122,6 +122,8 @@ export function decodeFrame(bytes: Uint8Array | ArrayBuffer, options?: FrameOpti
 }
 
 const envelopeSchema = schema.messages["shadowvm.v1.Envelope"];
+/** envelope.proto numbers session bodies 10..29 and data bodies from 30 on. */
+const FIRST_DATA_BODY_FIELD = 30;
 
 /** Names of all body kinds, in field-number order: read from the generated schema, never listed by hand. */
 export const ENVELOPE_BODY_KINDS = (envelopeSchema?.oneofs["body"] ?? []) as readonly EnvelopeBodyKind[];
@@ -129,6 +131,14 @@ const BODY_BY_ID = new Map(
   (envelopeSchema?.fields ?? [])
     .filter((f) => envelopeSchema?.oneofs["body"]?.includes(f.name))
     .map((f) => [f.id, f.name]),
+);
+/**
+ * Bodies an agent sends as data: spooled, numbered (epoch, seq) and acknowledged by the collector.
+ * The others (field numbers 10..29 in envelope.proto: handshake, acks, errors, heartbeats) belong
+ * to the session itself. Read from the schema, so a new data body is data without a code change.
+ */
+export const DATA_BODY_KINDS: ReadonlySet<EnvelopeBodyKind> = new Set(
+  [...BODY_BY_ID].filter(([id]) => id >= FIRST_DATA_BODY_FIELD).map(([, name]) => name as EnvelopeBodyKind),
 );
 
 /**

@@ -15,6 +15,7 @@ export {
 } from "./auth.js";
 export { WireError, type WireErrorCode } from "./errors.js";
 export {
+  DATA_BODY_KINDS,
   DEFAULT_MAX_FRAME_BYTES,
   decodeFrame,
   ENVELOPE_BODY_KINDS,
