@@ -5,9 +5,10 @@ import { createError, type Logger } from "@shadowvm/shared";
 import { type ApiService, startApi } from "./api/api-server.js";
 import { AuthStore } from "./auth/auth-store.js";
 import { authDir, type CollectorConfig, checkServeConfig, databasePath } from "./config/collector-config.js";
+import { type HttpListener, listenHttp } from "./http-listener.js";
 import { IngestServer } from "./ingest/ingest-server.js";
 import { CollectorMetrics } from "./metrics/collector-metrics.js";
-import { type OpsServer, opsRoutes, startOpsServer } from "./metrics/ops-server.js";
+import { opsRoutes } from "./metrics/ops-server.js";
 import { type RiskService, startRiskService } from "./risk/risk-service.js";
 import { IngestStore } from "./store/ingest-store.js";
 
@@ -54,7 +55,7 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
   const auth = new AuthStore(authDir(config));
   const store = await IngestStore.open(databasePath(config), { logger });
   let ingest: IngestServer | undefined;
-  let ops: OpsServer | undefined;
+  let ops: HttpListener | undefined;
   let risk: RiskService | undefined;
   let api: ApiService | undefined;
   let closing = false;
@@ -85,10 +86,11 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
       decodeWorkers: i.decode_workers,
     });
     if (config.metrics.enabled) {
-      ops = await startOpsServer(
-        opsRoutes(metrics.registry, { problems: readinessProblems }),
+      ops = await listenHttp(
+        opsRoutes(metrics.registry, { problems: readinessProblems }).fetch,
         config.metrics.host,
         config.metrics.port,
+        "metrics and health endpoints",
       );
     }
     risk = await startRiskService(store, config, logger);

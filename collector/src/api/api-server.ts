@@ -1,9 +1,8 @@
 // Starts the query API and the report schedule beside ingest, reading through the collector's own
 // DuckDB instance (IngestStore.connectReader): see ./reader-pool.ts.
-import type { AddressInfo } from "node:net";
-import { serve } from "@hono/node-server";
 import type { Logger } from "@shadowvm/shared";
 import { apiTokenDir, type CollectorConfig, reportsDir } from "../config/collector-config.js";
+import { type HttpListener, listenHttp } from "../http-listener.js";
 import { ReportService } from "../reports/report-service.js";
 import type { IngestStore } from "../store/ingest-store.js";
 import { apiApp } from "./api-app.js";
@@ -36,7 +35,7 @@ export async function startApi(
     maxReports: r.max_reports,
     logger,
   });
-  let server: { port: number; close(): Promise<void> } | undefined;
+  let server: HttpListener | undefined;
   try {
     reports.schedule(r.schedule);
     reports.prune();
@@ -53,7 +52,7 @@ export async function startApi(
         maxPageSize: a.max_page_size,
       });
       try {
-        server = await listen(app.fetch, a.host, a.port);
+        server = await listenHttp(app.fetch, a.host, a.port, "query API");
       } catch (err) {
         // Ingest is the collector's job; a query API that cannot listen (the port is taken, e.g. by
         // another collector on the host) must not stop it. Loud, and visible as apiPort 0.
@@ -78,24 +77,4 @@ export async function startApi(
       db.close();
     },
   };
-}
-
-function listen(
-  fetch: (req: Request) => Response | Promise<Response>,
-  host: string,
-  port: number,
-): Promise<{ port: number; close(): Promise<void> }> {
-  return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname: host, port }, (info: AddressInfo) => {
-      resolve({
-        port: info.port,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            (server as { closeAllConnections?: () => void }).closeAllConnections?.();
-          }),
-      });
-    });
-    server.once("error", reject);
-  });
 }

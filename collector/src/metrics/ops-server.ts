@@ -2,8 +2,6 @@
 // apart from the agents' TLS WebSocket port: Prometheus scrapes /metrics, supervisors probe
 // /healthz (the process answers) and /readyz (the store is open, the ingest port listens, the last
 // commit succeeded). `opsRoutes()` is a hono app, so the query API (issue 9) can mount it too.
-import type { AddressInfo } from "node:net";
-import { serve } from "@hono/node-server";
 import { Hono } from "hono";
 import type { Registry } from "prom-client";
 
@@ -24,25 +22,4 @@ export function opsRoutes(registry: Registry, readiness: Readiness): Hono {
     return problems.length === 0 ? c.text("ready\n") : c.json({ ready: false, problems }, 503);
   });
   return app;
-}
-
-export interface OpsServer {
-  port: number;
-  close(): Promise<void>;
-}
-
-export function startOpsServer(app: Hono, host: string, port: number): Promise<OpsServer> {
-  return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, hostname: host, port }, (info: AddressInfo) => {
-      resolve({
-        port: info.port,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            (server as { closeAllConnections?: () => void }).closeAllConnections?.();
-          }),
-      });
-    });
-    server.once("error", reject);
-  });
 }
