@@ -25,7 +25,7 @@ const { captureVm } = await agent("capture/capture-service.js");
 const { CaptureStore } = await agent("capture/store/index.js");
 const { QemuDriver } = await agent("hypervisor/qemu/qemu-driver.js");
 const { restoreCapture } = await agent("shadow/restored-capture.js");
-const { ShadowLab, labSettingsFromConfig } = await agent("shadow/shadow-lab.js");
+const { ShadowLab, controlProfile, labSettingsFromConfig } = await agent("shadow/shadow-lab.js");
 const { loadAgentConfig } = await agent("config/agent-config.js");
 const { processMemory, readMemInfo } = await agent("host/proc.js");
 
@@ -86,15 +86,7 @@ try {
     shadowsDir: join(work, "shadows"),
     settings: labSettingsFromConfig(config.shadow, readMemInfo().totalBytes),
   });
-  const idle = {
-    cpu_load: 0,
-    memory_load: 0,
-    io_load: 0,
-    net_latency_ms: 0,
-    net_loss_pct: 0,
-    faults: [],
-    duration_s: 600,
-  };
+  const idle = controlProfile(600);
   try {
     for (const k of ks) {
       for (let rep = 0; rep < reps; rep++) {
