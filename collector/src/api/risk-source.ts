@@ -57,7 +57,8 @@ function parse(v: unknown): unknown {
   }
 }
 
-function assessment(r: Record<string, unknown>): RiskAssessment {
+/** The VM's score and confidence, from a row of risk_current or risk_history. */
+function riskScore(r: Record<string, unknown>): RiskScore {
   return {
     agent_id: String(r["agent_id"]),
     vm_uuid: String(r["vm_uuid"]),
@@ -65,6 +66,12 @@ function assessment(r: Record<string, unknown>): RiskAssessment {
     score: n(r["score"]),
     confidence: n(r["confidence"]),
     level: r["level"] === null || r["level"] === undefined ? null : String(r["level"]),
+  };
+}
+
+function assessment(r: Record<string, unknown>): RiskAssessment {
+  return {
+    ...riskScore(r),
     signatures: parse(r["signatures"]) as RiskSignature[],
     boundary: parse(r["boundary"]) as RiskBoundary[],
     mitigations: parse(r["mitigations"]) as unknown[],
@@ -101,14 +108,7 @@ export class DuckDbRiskSource implements RiskSource {
               arg_max(confidence_level, coalesce(probability, -1)) AS level
          FROM risk_current GROUP BY agent_id, vm_uuid`,
     );
-    return rows.map((r) => ({
-      agent_id: String(r["agent_id"]),
-      vm_uuid: String(r["vm_uuid"]),
-      assessed_at_ms: Number(r["computed_at_ms"]),
-      score: n(r["score"]),
-      confidence: n(r["confidence"]),
-      level: r["level"] === null || r["level"] === undefined ? null : String(r["level"]),
-    }));
+    return rows.map(riskScore);
   }
 
   async riskHistory(
