@@ -195,6 +195,115 @@ test("WARNING and general protection fault titles", () => {
   );
 });
 
+/** Title of the first failure of a synthetic report (stamped like a real console). */
+function firstTitle(lines: string[]): string | undefined {
+  return parseConsole(stampConsole(lines.join("\n"), 10, "T7"))[0]?.title;
+}
+
+test("circular locking: acquired lock's `at:`, then the held lock's `at:`, then the chain", () => {
+  const report = (acquire: string, held: string, chain: string[] = []) => [
+    "WARNING: possible circular locking dependency detected",
+    "syz-executor/7 is trying to acquire lock:",
+    ` (event_mutex){+.+.}, at: [<000000009b3a8cd5>] ${acquire}+0x58/0xab0`,
+    "",
+    "but task is already holding lock:",
+    ` (&ctx->mutex){+.+.}, at: [<00000000935cf968>]   ${held}+0x25b/0x890`,
+    "",
+    "the existing dependency chain (in reverse order) is:",
+    "-> #1 (&ctx->mutex){+.+.}:",
+    ...chain,
+    "stack backtrace:",
+    "Call Trace:",
+    " dump_stack+0x194/0x257",
+    " lock_acquire+0x1d5/0x580",
+    " trace_caller+0x10/0x20",
+  ];
+  assert.is(firstTitle(report("foo_lock_user", "bar_init")), "possible deadlock in foo_lock_user");
+  // A helper taking the lock (perf_trace_*, workqueue flushing): the lock already held names it.
+  assert.is(
+    firstTitle(report("perf_trace_init", "perf_event_init_task")),
+    "possible deadlock in perf_event_init_task",
+  );
+  assert.is(firstTitle(report("flush_workqueue", "wg_set_device")), "possible deadlock in wg_set_device");
+  // Both are helpers: the first kept frame of the dependency chain, not the call trace.
+  assert.is(
+    firstTitle(
+      report("flush_workqueue", "process_one_work", ["  lock_acquire+0x1/0x2", "  chain_user+0x3/0x4"]),
+    ),
+    "possible deadlock in chain_user",
+  );
+});
+
+test("irq-safe -> irq-unsafe lock order: the stack where the lock became irq-safe", () => {
+  const lines = [
+    "WARNING: HARDIRQ-safe -> HARDIRQ-unsafe lock order detected",
+    "syz-executor/7 [HC0[0]:SC0[0]:HE0:SE1] is trying to acquire:",
+    "ffff888026df22b8 (&new->fa_lock){.+.+}-{2:2}, at: acquirer_func+0x14b/0x460",
+    "and this task is already holding:",
+    "ffff888022a48498 (&ctx->completion_lock){-...}-{2:2}, at: holder_func+0x4d/0x3a0",
+    "which would create a new lock dependency:",
+    "but this new dependency connects a HARDIRQ-irq-safe lock:",
+    "... which became HARDIRQ-irq-safe at:",
+    "  lock_acquire+0x29d/0x740",
+    "  _raw_spin_lock_irqsave+0x39/0x50",
+    "  timer_callback_fn+0x6f/0x3d0",
+    "  __hrtimer_run_queues+0x693/0xea0",
+    "... which became HARDIRQ-irq-unsafe at:",
+    "  lock_acquire+0x29d/0x740",
+    "  unsafe_user+0x14b/0x460",
+    "stack backtrace:",
+    "Call Trace:",
+    " dump_stack+0x1/0x2",
+    " acquirer_func+0x14b/0x460",
+  ];
+  assert.is(firstTitle(lines), "possible deadlock in timer_callback_fn");
+});
+
+test("report-kind skips: spinlock debug skips lock takers, UBSAN its handlers, KMSAN crypto glue", () => {
+  assert.is(
+    firstTitle([
+      "BUG: spinlock recursion on CPU#0, syz-executor/7",
+      " lock: 0xffff88003ec1a2c0, .magic: dead4ead, .owner: syz-executor/7, .owner_cpu: 0",
+      "Call Trace:",
+      " dump_stack+0x2ee/0x3f5",
+      " do_raw_spin_lock+0x3f4/0x5d0",
+      " __task_rq_lock+0xf5/0x330",
+      " wake_up_new_task+0x592/0x1000",
+      " _do_fork+0x1a2/0x3b0",
+    ]),
+    "BUG: spinlock recursion in wake_up_new_task",
+  );
+  assert.is(
+    firstTitle([
+      "UBSAN: Undefined behaviour in net/ipv4/route.c:495:2",
+      "signed integer overflow:",
+      "Call Trace:",
+      " dump_stack+0x45/0x6c",
+      " ubsan_epilogue+0xd/0x40",
+      " handle_overflow+0xbd/0xe0",
+      " __ubsan_handle_add_overflow+0xe/0x10",
+      " ip_idents_reserve+0x9a/0xd0",
+    ]),
+    "UBSAN: undefined-behaviour in ip_idents_reserve",
+  );
+  assert.is(
+    firstTitle([
+      "BUG: KMSAN: uninit-value in aes_encrypt+0x1239/0x1960",
+      " aes_encrypt+0x1239/0x1960",
+      " aesti_encrypt+0x7d/0xf0",
+      " cipher_crypt_one+0x120/0x2e0",
+      " crypto_cipher_encrypt_one+0x33/0x40",
+      " drbg_seed+0xb1e/0xe20",
+      " rng_setkey+0x52/0x70",
+      " alg_setkey+0x265/0x3b0",
+      "",
+      "Uninit was created at:",
+      " kmalloc+0x1/0x2",
+    ]),
+    "KMSAN: uninit-value in alg_setkey",
+  );
+});
+
 test("look-alike lines in ordinary console output are not failures", () => {
   const lines = [...SAMPLE_NOISE, ...SAMPLE_LOOKALIKES].join("\n");
   assert.equal(parseConsole(stampConsole(lines, 5, "T1")), []);

@@ -83,6 +83,21 @@ test("skip patterns match at the start of a name or after `_`", () => {
     "tcp_close",
   ])
     assert.not.ok(skip(real), real);
+  // Helpers from syzkaller's own skip list: lock takers, MMIO accessors, page-cache and slab
+  // internals, timers and SRCU teardown stand for their caller.
+  for (const helper of [
+    "raw_spin_rq_unlock_irq",
+    "reiserfs_write_lock",
+    "logic_inb",
+    "__raw_readl",
+    "find_lock_entries",
+    "do_read_cache_folio",
+    "cleanup_srcu_struct",
+    "__mod_timer",
+    "__wake_up_common",
+  ])
+    assert.ok(skip(helper), helper);
+  assert.not.ok(skip("wake_up_new_task"), "wake_up_new_task");
   const extra = makeSkipper(["refcount"]);
   assert.ok(extra("refcount_warn_saturate"));
   assert.not.ok(skip("refcount_warn_saturate"));
@@ -123,6 +138,8 @@ test("hung tasks: rtnl_lock and synchronize_* buckets, else the first non-waitin
     hungTaskFrame(["__schedule", "schedule", "io_schedule", "folio_wait_bit_common", "blk_mq_get_tag"]),
     "blk_mq_get_tag",
   );
+  // rcu_barrier waits like synchronize_rcu but is not bucketed: the frame that called it names it.
+  assert.is(hungTaskFrame(["__schedule", "schedule", "rcu_barrier", "netdev_run_todo"]), "netdev_run_todo");
 });
 
 test.run();

@@ -122,7 +122,7 @@ function firstKept(frames: readonly string[], skip: FrameSkipper): string | null
   return null;
 }
 
-const AT_FUNC_RE = /\bat: (?:\[<[0-9a-f]+>\] )?([A-Za-z_][A-Za-z0-9_.]*)\+0x/;
+const AT_FUNC_RE = /\bat: (?:\[<[0-9a-f]+>\]\s+)?([A-Za-z_][A-Za-z0-9_.]*)\+0x/;
 const PC_FUNC_RE = /\[<[0-9a-f]+>\]\s+([A-Za-z_][A-Za-z0-9_.]*)\+0x/;
 
 /** Lockdep's `at: func` after the line containing `marker` (or after the header), or null. */
@@ -153,6 +153,31 @@ function lockdepAt(v: ReportView, marker: string | null, skip: FrameSkipper = SK
   if (at !== null && !skip(at)) return at;
   const fromTrace = traceOnly(v, skip);
   return fromTrace ?? at;
+}
+
+/**
+ * Circular locking dependency (syzkaller's order): the lock being acquired (`at:` after `is
+ * trying to acquire lock`), else the lock already held (the next `at:`), else the first kept frame
+ * after that line up to the next call-trace keyword (the dependency chain), else the call trace.
+ */
+function lockdepCircular(v: ReportView, marker: string, skip: FrameSkipper): string | null {
+  const start = v.find((t) => t.includes(marker));
+  const at: { line: number; name: string }[] = [];
+  const end = Math.min(v.lines.length, start + 40);
+  for (let i = start; i < end && at.length < 2; i++) {
+    const m = AT_FUNC_RE.exec(v.lines[i]!);
+    if (m) at.push({ line: i, name: canonicalFrame(m[1]!) });
+  }
+  const kept = at.find((a) => !skip(a.name));
+  if (kept) return kept.name;
+  const held = at[1];
+  if (held) {
+    const stop = v.traceStart(held.line);
+    const chain = v.framesAfter(held.line, (stop < 0 ? v.lines.length : stop) - held.line - 1);
+    const f = firstKept(chain, skip);
+    if (f) return f;
+  }
+  return traceOnly(v, skip) ?? at[0]?.name ?? null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -238,9 +263,30 @@ const SKIP_USB = [
   "usb_control_msg",
 ];
 const SKIP_USB_URB = makeSkipper(SKIP_USB);
+/**
+ * KMSAN: uninit values surface in generic encryption and netlink code; the frame is their user
+ * (syzkaller's KMSAN skips).
+ */
+const KMSAN_SKIP_RE = /_encrypt$|^(?:crypto|cipher|drbg|rng)_|alloc_skb|netlink_ack|netlink_rcv_skb/;
+const SKIP_KMSAN: FrameSkipper = (name) => SKIP_DEFAULT(name) || KMSAN_SKIP_RE.test(name);
 const SKIP_RCU = makeSkipper(["rcu", "kmem", "slab", "kmalloc", "vmalloc", "kcalloc", "kzalloc"]);
 const SKIP_INVALID_FREE = makeSkipper(["kmem_", "slab_", "kfree", "kvfree", "vunmap", "vfree"]);
-const SKIP_SPIN = makeSkipper(["spin_"]);
+/** Spinlock debug reports: skip any frame taking or releasing a lock (`__task_rq_lock`), as syzkaller. */
+const SKIP_SPIN: FrameSkipper = (name) =>
+  SKIP_DEFAULT(name) || name.includes("spin_") || name.includes("_lock") || name.includes("_unlock");
+/** UBSAN's handlers (`handle_overflow`, `__ubsan_handle_add_overflow`) sit above the guilty frame. */
+const SKIP_UBSAN: FrameSkipper = (name) =>
+  SKIP_DEFAULT(name) ||
+  name.includes("ubsan") ||
+  name.includes("overflow") ||
+  name.includes("dump_backtrace");
+/** Workqueue functions take the locks of work items: deadlocks there belong to the work's owner. */
+const SKIP_CIRCULAR = makeSkipper([
+  "process_one_work",
+  "flush_workqueue",
+  "drain_workqueue",
+  "destroy_workqueue",
+]);
 const SKIP_PREEMPT = makeSkipper([
   "preempt",
   "check_preemption_disabled",
@@ -388,7 +434,7 @@ function framesFromTrace(v: ReportView): string[] {
 
 function kmsanTitle(v: ReportView, m: RegExpExecArray): BuiltTitle {
   const kind = m[1]!;
-  const skip = kind === "kernel-usb-infoleak" ? makeSkipper(SKIP_USB) : SKIP_DEFAULT;
+  const skip = kind === "kernel-usb-infoleak" ? makeSkipper(SKIP_USB) : SKIP_KMSAN;
   const t = v.traceStart(1);
   const frames = t >= 0 && t < 4 ? v.framesAfter(t) : v.framesAfter(0);
   return withFrame(`KMSAN: ${kind}`, firstKept(frames, skip));
@@ -469,10 +515,7 @@ export const KERNEL_RULES: readonly KernelRule[] = [
     header: /^UBSAN: ([A-Za-z -]+?) in \S/,
     needsTrace: true,
     build: (v, m) =>
-      withFrame(
-        `UBSAN: ${m[1]!.toLowerCase().replace(/\s+/g, "-")}`,
-        traceOnly(v, makeSkipper(["ubsan", "dump_backtrace"])),
-      ),
+      withFrame(`UBSAN: ${m[1]!.toLowerCase().replace(/\s+/g, "-")}`, traceOnly(v, SKIP_UBSAN)),
   },
   // --- Page faults and traps ------------------------------------------------------------------
   {
@@ -793,7 +836,11 @@ export const KERNEL_RULES: readonly KernelRule[] = [
     needle: "circular locking",
     class: "deadlock",
     header: /^(?:WARNING|INFO): possible circular locking dependency detected/,
-    build: (v, m) => lockdepTitle(v, m, "possible deadlock", "is trying to acquire lock"),
+    build: (v, m) => {
+      const marker = "is trying to acquire lock";
+      if (v.find((t) => t.includes(marker)) < 0) return fixed(m[0]!.trim(), true);
+      return withFrame("possible deadlock", lockdepCircular(v, marker, SKIP_CIRCULAR));
+    },
   },
   {
     id: "recursive-locking",
@@ -814,7 +861,14 @@ export const KERNEL_RULES: readonly KernelRule[] = [
     needle: "lock order detected",
     class: "deadlock",
     header: /^(?:WARNING|INFO): (?:SOFT|HARD)IRQ-safe -> (?:SOFT|HARD)IRQ-unsafe lock order detected/,
-    build: (v, m) => lockdepTitle(v, m, "possible deadlock", "is trying to acquire"),
+    // The stack that made the lock irq-safe (`... which became HARDIRQ-irq-safe at:`), as syzkaller.
+    build: (v, m) => {
+      const became = v.find((t) => t.includes("which became ") && t.endsWith(" at:"));
+      const frame = became >= 0 ? firstKept(v.framesAfter(became), SKIP_DEFAULT) : null;
+      return frame
+        ? withFrame("possible deadlock", frame)
+        : lockdepTitle(v, m, "possible deadlock", "is trying to acquire");
+    },
   },
   {
     id: "inconsistent-lock",
