@@ -304,6 +304,70 @@ test("report-kind skips: spinlock debug skips lock takers, UBSAN its handlers, K
   );
 });
 
+test("stack guard page: the frame above the entry point the recursion came from, else corrupted", () => {
+  const recursion = Array.from({ length: 300 }, (_, i) => ` recurse_${i % 3}+0x1/0x2`);
+  const report = (tail: string[]) => [
+    "BUG: stack guard page was hit at ffffc900190cfff8 (stack is ffffc900190d0000..ffffc900190d7fff)",
+    "kernel stack overflow (double-fault): 0000 [#1] PREEMPT SMP KASAN",
+    "RIP: 0010:netdev_next_lower_dev_rcu+0x8/0xb0",
+    "Call Trace:",
+    ...recursion,
+    ...tail,
+  ];
+  assert.is(
+    firstTitle(
+      report([" rtnl_newlink+0x64/0xa0", " rtnetlink_rcv_msg+0x44e/0xb70", " netlink_rcv_skb+0x1/0x2"]),
+    ),
+    "BUG: stack guard page was hit in rtnl_newlink",
+  );
+  // Cut before any entry point: no frame identifies the recursion.
+  assert.is(firstTitle(report([])), "BUG: stack guard page was hit in corrupted");
+});
+
+test("a should_fail frame cuts the report: the fault-injection stack is not the report's", () => {
+  const f = parseConsole(
+    stampConsole(
+      [
+        "WARNING: CPU: 0 PID: 7 at lib/debugobjects.c:485 debug_print_object+0x16a/0x210",
+        "Call Trace:",
+        " dump_stack+0x1b9/0x294",
+        " should_fail.cold.4+0xa/0x1a",
+        " should_failslab+0x9/0x14",
+        " kmem_cache_alloc+0x1/0x2",
+        " alloc_user+0x14d/0x780",
+      ].join("\n"),
+      10,
+      "T7",
+    ),
+  )[0]!;
+  assert.equal([f.title, f.corrupted], ["WARNING: ODEBUG bug in corrupted", true]);
+});
+
+test("suspicious RCU usage cut before its source line keeps the bare header", () => {
+  const head = ["=============================", "WARNING: suspicious RCU usage", "4.15.0+ #222 Not tainted"];
+  assert.is(
+    firstTitle([
+      ...head,
+      "FAULT_INJECTION: forcing a failure.",
+      "-----------------------------",
+      "./include/linux/rcupdate.h:302 Illegal context switch in RCU read-side critical section!",
+    ]),
+    "WARNING: suspicious RCU usage",
+  );
+  assert.is(
+    firstTitle([
+      ...head,
+      "-----------------------------",
+      "net/ipv6/route.c:1550 suspicious rcu_dereference_protected() usage!",
+      "Call Trace:",
+      " dump_stack+0x1b9/0x294",
+      " rcu_read_lock_held+0x1/0x2",
+      " rt6_remove_exception_rt+0x1/0x2",
+    ]),
+    "WARNING: suspicious RCU usage in rt6_remove_exception_rt",
+  );
+});
+
 test("look-alike lines in ordinary console output are not failures", () => {
   const lines = [...SAMPLE_NOISE, ...SAMPLE_LOOKALIKES].join("\n");
   assert.equal(parseConsole(stampConsole(lines, 5, "T1")), []);

@@ -122,6 +122,8 @@ function firstKept(frames: readonly string[], skip: FrameSkipper): string | null
   return null;
 }
 
+/** A `path/file.c:123` source reference (syzkaller's {{SRC}}). */
+const SOURCE_LINE_RE = /[\w/.-]+\.[a-z]+:\d+/;
 const AT_FUNC_RE = /\bat: (?:\[<[0-9a-f]+>\]\s+)?([A-Za-z_][A-Za-z0-9_.]*)\+0x/;
 const PC_FUNC_RE = /\[<[0-9a-f]+>\]\s+([A-Za-z_][A-Za-z0-9_.]*)\+0x/;
 
@@ -332,14 +334,14 @@ const SKIP_STALL = makeSkipper(["apic_timer_interrupt", "rcu", "irq_on_stack"]);
 const SKIP_TRACE = makeSkipper(["dump_backtrace"]);
 
 /** Frames from the faulting RIP/pc line on (or the first call trace when there is none). */
-function ripFrames(v: ReportView, from: number): string[] {
+function ripFrames(v: ReportView, from: number, max?: number): string[] {
   const rip = v.find(isRipLine, from);
   const trace = v.traceStart(from);
   if (rip >= 0 && (trace < 0 || rip < trace)) {
     const name = ripFrameName(v.lines[rip]!);
-    return [...(name ? [name] : []), ...v.framesAfter(rip)];
+    return [...(name ? [name] : []), ...v.framesAfter(rip, max)];
   }
-  return trace >= 0 ? v.framesAfter(trace) : [];
+  return trace >= 0 ? v.framesAfter(trace, max) : [];
 }
 
 const STALL_IRQ_RE = /apic_timer_interrupt|\(__irq_svc\)|el1h_64_irq|\(gic_handle_irq\)/;
@@ -810,7 +812,13 @@ export const KERNEL_RULES: readonly KernelRule[] = [
     needle: "stack guard page",
     class: "oops",
     header: /^BUG: (?:TASK |IRQ )?stack guard page was hit at/,
-    build: (v) => withFrame("BUG: stack guard page was hit", ripThenTrace(v, SKIP_DEFAULT)),
+    // A runaway recursion: like a stall, the frame above the entry point it came from; a stack
+    // with no entry point (cut short by the overflow) gives no frame.
+    build: (v) => {
+      // The recursion fills the whole report: read the trace to its end.
+      const frames = ripFrames(v, 0, v.lines.length).filter((f) => !SKIP_DEFAULT(f));
+      return withFrame("BUG: stack guard page was hit", stallFrame(frames));
+    },
   },
   {
     id: "slub",
@@ -882,7 +890,12 @@ export const KERNEL_RULES: readonly KernelRule[] = [
     needle: "suspicious RCU usage",
     class: "locking",
     header: /^(WARNING|INFO): suspicious RCU usage/,
-    build: (v, m) => withFrame(`${m[1]!}: suspicious RCU usage`, traceOnly(v, SKIP_RCU)),
+    // The report names the source line that broke the rule; cut before it (another report or an
+    // interleaved stack took over), it keeps the bare header, corrupted (syzkaller's convention).
+    build: (v, m) =>
+      v.find((t) => SOURCE_LINE_RE.test(t), 1) < 0
+        ? fixed(`${m[1]!}: suspicious RCU usage`, true)
+        : withFrame(`${m[1]!}: suspicious RCU usage`, traceOnly(v, SKIP_RCU)),
   },
   {
     id: "non-static-key",
@@ -1029,9 +1042,22 @@ const INTERLEAVED_STACK_MESSAGES = [
   "FAULT_FLAG_ALLOW_RETRY missing",
 ];
 
+/**
+ * A reliable `should_fail` frame: the fault-injection stack has started interleaving with the
+ * report's own (its header line may have been lost), as syzkaller's corrupted-line rule.
+ */
+const SHOULD_FAIL_FRAME_RE = /^\s*(?:\[<?(?:0x)?[0-9a-f]+>?\]\s*)?should_fail(?:slab)?(?:\.[\w.]+)?\+0x/;
+
+function isInterleavedStack(text: string): boolean {
+  return (
+    INTERLEAVED_STACK_MESSAGES.some((m) => text.includes(m)) ||
+    (text.includes("should_fail") && SHOULD_FAIL_FRAME_RE.test(text))
+  );
+}
+
 /** Title for a collected report; marks reports that lack their stack as corrupted. */
 export function buildTitle(hit: HeaderHit, lines: readonly string[]): BuiltTitle {
-  const cut = lines.findIndex((t, i) => i > 0 && INTERLEAVED_STACK_MESSAGES.some((m) => t.includes(m)));
+  const cut = lines.findIndex((t, i) => i > 0 && isInterleavedStack(t));
   const view = new ReportView(cut > 0 ? lines.slice(0, cut) : lines);
   const built = hit.rule.build(view, hit.match);
   let corrupted = built.corrupted;
