@@ -368,6 +368,27 @@ test("suspicious RCU usage cut before its source line keeps the bare header", ()
   );
 });
 
+test("kernel stack regs/frame pointer warnings with hashed pointers share one title", () => {
+  assert.is(
+    firstTitle([
+      "WARNING: kernel stack regs at ffff8801c5a07e58 in syz:4493 has bad 'bp' value 0000000000000001",
+    ]),
+    "WARNING: kernel stack regs has bad 'bp' value",
+  );
+  assert.is(
+    firstTitle([
+      "WARNING: kernel stack regs at         (ptrval) in syz:4493 has bad 'bp' value         (ptrval)",
+    ]),
+    "WARNING: kernel stack regs has bad value",
+  );
+  assert.is(
+    firstTitle([
+      "WARNING: kernel stack frame pointer at         (ptrval) in syz:4492 has bad value         (ptrval)",
+    ]),
+    "WARNING: kernel stack regs has bad value",
+  );
+});
+
 test("look-alike lines in ordinary console output are not failures", () => {
   const lines = [...SAMPLE_NOISE, ...SAMPLE_LOOKALIKES].join("\n");
   assert.equal(parseConsole(stampConsole(lines, 5, "T1")), []);

@@ -122,6 +122,7 @@ function firstKept(frames: readonly string[], skip: FrameSkipper): string | null
   return null;
 }
 
+const HEX_RE = /^[0-9a-f]+$/;
 /** A `path/file.c:123` source reference (syzkaller's {{SRC}}). */
 const SOURCE_LINE_RE = /[\w/.-]+\.[a-z]+:\d+/;
 const AT_FUNC_RE = /\bat: (?:\[<[0-9a-f]+>\]\s+)?([A-Za-z_][A-Za-z0-9_.]*)\+0x/;
@@ -951,15 +952,26 @@ export const KERNEL_RULES: readonly KernelRule[] = [
     id: "stack-regs",
     needle: "kernel stack regs",
     class: "warning",
-    header: /^WARNING: kernel stack regs at \S+ in \S+ has bad '([^']+)' value/,
-    build: (_v, m) => fixed(`WARNING: kernel stack regs has bad '${m[1]!}' value`),
+    header: /^WARNING: kernel stack regs at +(\S+) in \S+ has bad '([^']+)' value/,
+    // With hashed pointers (`(ptrval)`) syzkaller's fallback pattern applies: one title for both.
+    build: (_v, m) =>
+      fixed(
+        HEX_RE.test(m[1]!)
+          ? `WARNING: kernel stack regs has bad '${m[2]!}' value`
+          : "WARNING: kernel stack regs has bad value",
+      ),
   },
   {
     id: "stack-frame-pointer",
     needle: "kernel stack frame pointer",
     class: "warning",
-    header: /^WARNING: kernel stack frame pointer at \S+ in \S+ has bad value/,
-    build: () => fixed("WARNING: kernel stack frame pointer has bad value"),
+    header: /^WARNING: kernel stack frame pointer at +(\S+) in \S+ has bad value/,
+    build: (_v, m) =>
+      fixed(
+        HEX_RE.test(m[1]!)
+          ? "WARNING: kernel stack frame pointer has bad value"
+          : "WARNING: kernel stack regs has bad value",
+      ),
   },
   {
     id: "warning",
