@@ -308,4 +308,35 @@ test("the runs' failures roll up in the signature database, which survives a reo
   }
 });
 
+test("a task blocked on I/O is named by its frame: the guest's console shows the hung task's stack", async () => {
+  // The guest's disk allows one write a second: the writer's fdatasync blocks in D state, and
+  // after hung_task_timeout_secs (15) the kernel reports it. Its stack is printed at KERN_INFO,
+  // which the console shows only because the guest's init raises the console log level.
+  const blocked = await observeShadow(
+    "blocked-io",
+    async ({ qmp }) => {
+      const blocks = await qmp.execute<{ qdev?: string; inserted?: unknown }[]>("query-block");
+      const disks = blocks.filter((b) => b.inserted && b.qdev);
+      assert.ok(disks.length > 0, "the shadow has a disk");
+      for (const d of disks) {
+        await qmp.execute("block_set_io_throttle", {
+          id: d.qdev,
+          bps: 0,
+          bps_rd: 0,
+          bps_wr: 1,
+          iops: 0,
+          iops_rd: 0,
+          iops_wr: 1,
+        });
+      }
+    },
+    (f) => f.source === "console" && f.title.startsWith("INFO: task hung in "),
+  );
+  const hungTask = blocked.failures.find((f) => f.source === "console" && f.class === "hang")!;
+  assert.ok(hungTask, blocked.failures.map((f) => f.title).join("\n"));
+  assert.is.not(hungTask.title, "INFO: task hung in corrupted", "the report has its stack");
+  assert.ok(hungTask.frame, `a frame names it: ${hungTask.title}`);
+  assert.is(hungTask.title, `INFO: task hung in ${hungTask.frame}`);
+});
+
 test.run();
