@@ -1,5 +1,7 @@
 // `shadowvm-agent explore`: runs a campaign against an oracle command and prints the result.
-// The CLI wiring calls runExploreCommand(argv) and exits with its code.
+// The agent's CLI (cli/explore-command.ts) parses the arguments once with parseExploreArgs, since
+// it also handles `--vm`, and calls runOracleCampaign; runExploreCommand(argv) is the same from raw
+// arguments to an exit code, for callers without that wiring (the tests).
 import { readFile } from "node:fs/promises";
 import { FAULT_KINDS, type FaultKind } from "@shadowvm/shared";
 import type { ProductionVmData } from "./baseline.js";
