@@ -8,14 +8,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { recoverInterruptedCaptures } from "@shadowvm/agent/capture/capture-recovery";
 import { CaptureStore } from "@shadowvm/agent/capture/store/index";
-import { GuestChannel } from "@shadowvm/agent/guest/guest-channel";
 import { QmpClient } from "@shadowvm/agent/hypervisor/qemu/qmp-client";
 import { restoreCapture } from "@shadowvm/agent/shadow/restored-capture";
 import { startShadow } from "@shadowvm/agent/shadow/shadow-vm";
 import { waitFor } from "@shadowvm/shared";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { tempWorkDir, withDemoVm } from "./support/demo-guest.js";
+import { tempWorkDir, verifyGuest, withDemoVm } from "./support/demo-guest.js";
 import { AGENT_BIN, runCli } from "./support/run-cli.js";
 
 const CHILD = fileURLToPath(new URL("./support/capture-child.js", import.meta.url));
@@ -31,19 +30,6 @@ async function productionState(qmpSocket: string): Promise<{ graph: string[]; st
     return { graph: nodes.map((n) => `${n["node-name"]}=${n.file}`).sort(), status };
   } finally {
     qmp.close();
-  }
-}
-
-async function verifyGuest(socket: string): Promise<{ ok: boolean; records: number; fsck: string }> {
-  const channel = await GuestChannel.connect(socket, { connectTimeoutMs: 30_000 });
-  try {
-    return (await channel.verify({ timeoutMs: 180_000 })) as unknown as {
-      ok: boolean;
-      records: number;
-      fsck: string;
-    };
-  } finally {
-    await channel.close();
   }
 }
 

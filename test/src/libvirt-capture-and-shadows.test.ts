@@ -9,7 +9,6 @@ import { spawn } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CaptureStore } from "@shadowvm/agent/capture/store/index";
-import { GuestChannel } from "@shadowvm/agent/guest/guest-channel";
 import { escapeXml } from "@shadowvm/agent/hypervisor/libvirt/domain-xml";
 import { captureLibvirtVm, recoverLibvirtCaptures } from "@shadowvm/agent/hypervisor/libvirt/libvirt-capture";
 import { LibvirtDriver, type LibvirtVmInventory } from "@shadowvm/agent/hypervisor/libvirt/libvirt-driver";
@@ -20,7 +19,7 @@ import { type PrivateLibvirtd, startPrivateLibvirtd } from "@shadowvm/agent/test
 import { waitFor } from "@shadowvm/shared";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { ensureGuestImage, httpGet, qemuProcesses } from "./support/demo-guest.js";
+import { ensureGuestImage, httpGet, qemuProcesses, verifyGuest } from "./support/demo-guest.js";
 import { AGENT_BIN, runCli } from "./support/run-cli.js";
 
 const NAME = "lv-prod";
@@ -124,19 +123,6 @@ test.after(async () => {
   }
   await daemon?.cleanup();
 });
-
-async function verifyGuest(socket: string): Promise<{ ok: boolean; records: number; fsck: string }> {
-  const channel = await GuestChannel.connect(socket, { connectTimeoutMs: 30_000 });
-  try {
-    return (await channel.verify({ timeoutMs: 180_000 })) as unknown as {
-      ok: boolean;
-      records: number;
-      fsck: string;
-    };
-  } finally {
-    await channel.close();
-  }
-}
 
 /** What libvirt and QEMU say about production: must be the same before and after a capture. */
 async function productionState(driver: LibvirtDriver): Promise<Record<string, unknown>> {

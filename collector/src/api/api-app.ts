@@ -703,13 +703,7 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
           "SELECT outcome, count(*)::BIGINT AS n FROM shadow_runs WHERE agent_id = $1 AND vm_uuid = $2 GROUP BY outcome",
           [vm.agent_id, vm.uuid],
         ),
-        o.db.query(
-          `SELECT f.fingerprint, any_value(f.title) AS title, any_value(f.class) AS class, count(*)::BIGINT AS failures,
-                  max(r.started_at_ms + f.offset_ms) AS last_ms
-             FROM failures f JOIN shadow_runs r ON r.agent_id = f.agent_id AND r.id = f.shadow_run_id
-            WHERE r.agent_id = $1 AND r.vm_uuid = $2 GROUP BY f.fingerprint ORDER BY failures DESC, f.fingerprint LIMIT 50`,
-          [vm.agent_id, vm.uuid],
-        ),
+        q.vmSignatureCounts(o.db, vm.agent_id, vm.uuid, 50),
       ]);
       const { disks: _d, nics: _n, pid: _p, ...vmOut } = vm;
       return c.json(
@@ -718,13 +712,7 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
           assessment: history[0] ?? null,
           evidence: {
             runs: Object.fromEntries(runs.map((r) => [String(r["outcome"]), Number(r["n"])])),
-            signatures: sigs.map((s) => ({
-              fingerprint: String(s["fingerprint"]),
-              title: String(s["title"]),
-              class: String(s["class"]),
-              failures: Number(s["failures"]),
-              last_ms: Number(s["last_ms"] ?? 0),
-            })),
+            signatures: sigs,
           },
         },
         200,

@@ -347,3 +347,36 @@ export async function boundaryPoints(db: Queryable, agentId: string, vmUuid: str
       },
   );
 }
+
+/** One signature's failures on one VM: how many shadow runs showed it, and when it was last seen. */
+export interface VmSignatureCount {
+  fingerprint: string;
+  title: string;
+  class: string;
+  failures: number;
+  last_ms: number;
+}
+
+/** The signatures a VM's shadows showed, most frequent first (the evidence behind its risk). */
+export async function vmSignatureCounts(
+  db: Queryable,
+  agentId: string,
+  vmUuid: string,
+  limit: number,
+): Promise<VmSignatureCount[]> {
+  const rows = await db.query(
+    `SELECT f.fingerprint, any_value(f.title) AS title, any_value(f.class) AS class, count(*)::BIGINT AS failures,
+            max(r.started_at_ms + f.offset_ms) AS last_ms
+       FROM failures f JOIN shadow_runs r ON r.agent_id = f.agent_id AND r.id = f.shadow_run_id
+      WHERE r.agent_id = $1 AND r.vm_uuid = $2
+      GROUP BY f.fingerprint ORDER BY failures DESC, f.fingerprint LIMIT $3`,
+    [agentId, vmUuid, limit],
+  );
+  return rows.map((s) => ({
+    fingerprint: String(s["fingerprint"]),
+    title: String(s["title"]),
+    class: String(s["class"]),
+    failures: Number(s["failures"]),
+    last_ms: Number(s["last_ms"] ?? 0),
+  }));
+}

@@ -17,7 +17,13 @@ import {
 import { join } from "node:path";
 import { type Logger, silentLogger } from "@shadowvm/shared";
 import cron, { type ScheduledTask } from "node-cron";
-import { boundaryPoints, listSignatures, listVms } from "../api/fleet-queries.js";
+import {
+  boundaryPoints,
+  listSignatures,
+  listVms,
+  type VmSignatureCount,
+  vmSignatureCounts,
+} from "../api/fleet-queries.js";
 import type { Queryable } from "../api/reader-pool.js";
 import type { RiskSource } from "../api/risk-source.js";
 import { renderReportHtml } from "./report-html.js";
@@ -56,7 +62,7 @@ export interface AtRiskVm {
   level: string | null;
   assessed_at_ms: number;
   /** The VM's own failure signatures from its shadow runs (most failures first). */
-  signatures: { fingerprint: string; title: string; class: string; failures: number; last_ms: number }[];
+  signatures: VmSignatureCount[];
   /** What the risk source says (null when it says nothing). */
   risk_signatures: unknown;
   boundary: unknown;
@@ -241,14 +247,7 @@ export class ReportService {
       const [history, points, sigs] = await Promise.all([
         risk.riskHistory(r.agent_id, r.vm_uuid, { limit: 500 }),
         boundaryPoints(db, r.agent_id, r.vm_uuid),
-        db.query(
-          `SELECT f.fingerprint, any_value(f.title) AS title, any_value(f.class) AS class, count(*)::BIGINT AS failures,
-                  max(r.started_at_ms + f.offset_ms) AS last_ms
-             FROM failures f JOIN shadow_runs r ON r.agent_id = f.agent_id AND r.id = f.shadow_run_id
-            WHERE r.agent_id = $1 AND r.vm_uuid = $2
-            GROUP BY f.fingerprint ORDER BY failures DESC, f.fingerprint LIMIT 20`,
-          [r.agent_id, r.vm_uuid],
-        ),
+        vmSignatureCounts(db, r.agent_id, r.vm_uuid, 20),
       ]);
       const latest = history[0];
       at_risk.push({
@@ -260,13 +259,7 @@ export class ReportService {
         confidence: r.confidence,
         level: r.level,
         assessed_at_ms: r.assessed_at_ms ?? 0,
-        signatures: sigs.map((s) => ({
-          fingerprint: String(s["fingerprint"]),
-          title: String(s["title"]),
-          class: String(s["class"]),
-          failures: Number(s["failures"]),
-          last_ms: Number(s["last_ms"] ?? 0),
-        })),
+        signatures: sigs,
         risk_signatures: latest?.signatures ?? null,
         boundary: latest?.boundary ?? null,
         mitigations: latest?.mitigations ?? null,

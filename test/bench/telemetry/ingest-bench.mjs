@@ -20,7 +20,7 @@ import { createRequire } from "node:module";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeFrame, encodeFrame } from "@shadowvm/shared";
-import { toIngestFrame } from "../../../collector/dist/ingest/ingest-frame.js";
+import { COUNTERS, toIngestFrame } from "../../../collector/dist/ingest/ingest-frame.js";
 import { MIGRATIONS } from "../../../collector/dist/store/migrations.js";
 import { SampleAppender } from "../../../collector/dist/store/sample-appender.js";
 import { createTestPki } from "../../dist/telemetry/fixtures/pki.js";
@@ -104,21 +104,6 @@ async function rawRowWise() {
   const { inst, conn } = await freshDb("raw-row.duckdb");
   const app = await conn.createAppender("samples");
   const batch = Array.from({ length: SAMPLES }, (_, i) => sampleObject(i, i % 20));
-  const counters = [
-    "memory_used_bytes",
-    "memory_available_bytes",
-    "memory_balloon_bytes",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "disk_read_ops",
-    "disk_write_ops",
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "net_rx_packets",
-    "net_tx_packets",
-    "net_rx_drops",
-    "net_tx_drops",
-  ];
   const rowsWanted = Math.min(RAW_ROWS, 400_000);
   const started = performance.now();
   let rows = 0;
@@ -131,7 +116,7 @@ async function rawRowWise() {
         app.appendVarchar(s.vm_uuid);
         app.appendBigInt(BigInt(s.ts_ms));
         app.appendDouble(s.cpu_usage);
-        for (const c of counters) app.appendUBigInt(BigInt(s[c] ?? 0));
+        for (const c of COUNTERS) app.appendUBigInt(BigInt(s[c] ?? 0));
         app.appendNull();
         app.endRow();
       }

@@ -5,6 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { buildGuestImage, type DemoVm, type DemoVmOptions, startDemoVm } from "@shadowvm/agent/demo/demo-vm";
+import { GuestChannel, type VerifyReply } from "@shadowvm/agent/guest/guest-channel";
 
 let image: Promise<{ dir: string; ms: number }> | undefined;
 
@@ -106,4 +107,17 @@ export function qemuProcesses(needle: string): { pid: number; cmdline: string }[
       found.push({ pid: Number(entry), cmdline });
   }
   return found;
+}
+
+/**
+ * The guest's own check of its data disk over the guest channel: the writer's records in sequence
+ * and e2fsck clean (the proof that a capture or a shadow left production data intact).
+ */
+export async function verifyGuest(socket: string): Promise<VerifyReply> {
+  const channel = await GuestChannel.connect(socket, { connectTimeoutMs: 30_000 });
+  try {
+    return await channel.verify({ timeoutMs: 180_000 });
+  } finally {
+    await channel.close();
+  }
 }
