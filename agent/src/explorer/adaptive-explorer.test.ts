@@ -150,6 +150,29 @@ test("adaptive opens with the full-stress corner, then space-filling points", ()
   for (const p of resumed.propose(4)) assert.ok(p.cpu_load < 2 || p.memory_load < 1 || p.io_load < 3);
 });
 
+test("when full stress shows nothing, discovery fills the space: no partial corners", () => {
+  // Only a mode inside the space: the corner passes, and pushing knobs to their maximum cannot help.
+  const islandOnly = (p: StressProfile): Outcome => {
+    const o = evaluatorWithIsland(p);
+    const signatures = o.signatures.filter((s) => s === "deadlock");
+    return { failed: signatures.length > 0, signatures };
+  };
+  const arms = (evaluate: (p: StressProfile) => Outcome) => {
+    const arms: string[] = [];
+    for (let seed = 1; seed <= 4; seed++) {
+      const ex = new Explorer({ strategy: "adaptive", seed, initialDesign: 4 });
+      runBatches(ex, 6, evaluate);
+      arms.push(...ex.trials.map((t) => t.arm ?? "-"));
+    }
+    return arms;
+  };
+  const interior = arms(islandOnly);
+  assert.is(interior.filter((a) => a === "corner").length, 4);
+  assert.not.ok(interior.includes("face"), interior.join(","));
+  // The same campaigns on failures that grow with stress do use partial corners.
+  assert.ok(arms(evaluator).includes("face"));
+});
+
 test("crash-masked failures: face and fill tactics unmask milder signatures the corner hides", async () => {
   // Only the most severe signature is reported; at full stress that is always "panic".
   const masked = (p: StressProfile): Outcome => {

@@ -316,7 +316,9 @@ export class Explorer {
         }
         profile = this.space.fromUnit(best.u);
       } else {
-        arm = this.chooseArm(armStats);
+        // Partial corners pay only for failure modes that grow with stress; when full stress showed
+        // nothing there are none, and every discovery run is better spent filling the space evenly.
+        arm = this.fullStressPassed() ? "fill" : this.chooseArm(armStats);
         profile = arm === "face" ? this.nextFace() : this.nextFill(explained);
       }
       tried.push(this.space.features(profile));
@@ -434,6 +436,11 @@ export class Explorer {
       for (const x of t.outcome.signatures) seen.add(x);
     });
     return newest < trials.length - SATURATION_WINDOW;
+  }
+
+  /** True once the full-stress probe has run on this VM and shown no signature. */
+  private fullStressPassed(): boolean {
+    return this.state.trials.some((t) => t.arm === "corner" && t.outcome.signatures.length === 0);
   }
 
   /** Per discovery tactic: own trials it proposed and how many of them found a new signature. */
