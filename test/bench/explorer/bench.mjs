@@ -7,6 +7,8 @@
 //   node test/bench/explorer/bench.mjs [--seeds 20] [--first-seed 1] [--budgets 20,50] [--families a,b]
 //        [--strategies baseline,random,adaptive] [--batch 4] [--json out.json] [--oracle]
 // --oracle runs the campaigns through OracleProcessRunner and oracle.mjs (the line protocol).
+// After the main table it prints adaptive against every other strategy but the baseline: ratios,
+// share of all signatures, and paired per-seed differences (mean ± standard error).
 // Strategy `uniform-all-faults` (bench only, not in the default list) is a second uniform sampler,
 // literal to "uniform over the bounds": every fault kind injected at a uniform rate in [0, 1],
 // where `random` leaves each kind out half the time (docs/explorer.md, search space). It checks
@@ -168,6 +170,42 @@ for (const family of [...families, "ALL"]) {
   }
 }
 console.log(lines.join("\n"));
+
+/**
+ * Adaptive against each other strategy, per family: the ratio of mean signatures found per budget,
+ * adaptive's share of all signatures at the largest budget, and the paired per-seed difference
+ * (adaptive - other on the same evaluator instance), mean ± standard error.
+ */
+function pairedTable(other) {
+  const out = [];
+  const big = Math.max(...budgets);
+  out.push(
+    `| family (adaptive vs ${other}) | ${budgets.map((b) => `ratio @${b}`).join(" | ")} | share @${big} | ${budgets.map((b) => `diff @${b}`).join(" | ")} |`,
+  );
+  out.push(`|---|${budgets.map(() => "---").join("|")}|---|${budgets.map(() => "---").join("|")}|`);
+  for (const family of [...families, "ALL"]) {
+    const pick = (st, b) =>
+      rows.filter((r) => (family === "ALL" || r.family === family) && r.strategy === st && r.budget === b);
+    const ratios = budgets.map((b) =>
+      fmt(mean(pick("adaptive", b).map((r) => r.found)) / mean(pick(other, b).map((r) => r.found))),
+    );
+    const share = mean(pick("adaptive", big).map((r) => r.found / r.total));
+    const diffs = budgets.map((b) => {
+      const others = pick(other, b);
+      const d = pick("adaptive", b).map(
+        (r) => r.found - others.find((o) => o.family === r.family && o.seed === r.seed).found,
+      );
+      const m = mean(d);
+      const se = Math.sqrt(d.reduce((acc, x) => acc + (x - m) ** 2, 0) / (d.length - 1) / d.length);
+      return `${m >= 0 ? "+" : ""}${fmt(m)} ± ${fmt(se)}`;
+    });
+    out.push(`| ${family} | ${ratios.join(" | ")} | ${fmt(100 * share, 1)}% | ${diffs.join(" | ")} |`);
+  }
+  return out.join("\n");
+}
+if (strategies.includes("adaptive"))
+  for (const other of strategies.filter((s) => s !== "adaptive" && s !== "baseline"))
+    console.log(`\n${pairedTable(other)}`);
 const ms = Object.fromEntries(
   strategies.map((st) => [st, mean(rows.filter((r) => r.strategy === st).map((r) => r.ms))]),
 );
