@@ -232,7 +232,8 @@ export class Explorer {
     // Full-stress probe: every knob at its maximum, every allowed fault at its top rate. Every failure
     // mode that grows with stress shows there, so one run screens them all (a crash may hide the
     // milder ones: the face and fill tactics look for those).
-    if (!this.state.trials.some((t) => t.arm === "corner")) {
+    const probe = this.fullStressProbe();
+    if (!probe) {
       out.push(this.space.fromUnit(new Array<number>(D).fill(1)));
       this.pendingArms.push("corner");
     }
@@ -278,6 +279,9 @@ export class Explorer {
     };
 
     const saturated = ownSigs.length > 0 && this.discoverySaturated();
+    // Partial corners pay only for failure modes that grow with stress; when full stress showed
+    // nothing there are none, and every discovery run is better spent filling the space evenly.
+    const fullStressPassed = probe !== undefined && probe.outcome.signatures.length === 0;
     const armStats = this.armStats();
     let slot = this.state.trials.length + out.length;
     let boundaryTurn = this.state.trials.length;
@@ -316,9 +320,7 @@ export class Explorer {
         }
         profile = this.space.fromUnit(best.u);
       } else {
-        // Partial corners pay only for failure modes that grow with stress; when full stress showed
-        // nothing there are none, and every discovery run is better spent filling the space evenly.
-        arm = this.fullStressPassed() ? "fill" : this.chooseArm(armStats);
+        arm = fullStressPassed ? "fill" : this.chooseArm(armStats);
         profile = arm === "face" ? this.nextFace() : this.nextFill(explained);
       }
       tried.push(this.space.features(profile));
@@ -428,7 +430,8 @@ export class Explorer {
   private discoverySaturated(): boolean {
     const trials = this.state.trials;
     if (trials.length < SATURATION_WINDOW) return false;
-    if (!trials.some((t) => t.arm === "corner" && t.outcome.signatures.length > 0)) return false;
+    const probe = this.fullStressProbe();
+    if (!probe || probe.outcome.signatures.length === 0) return false;
     const seen = new Set<string>();
     let newest = -1;
     trials.forEach((t, i) => {
@@ -438,9 +441,9 @@ export class Explorer {
     return newest < trials.length - SATURATION_WINDOW;
   }
 
-  /** True once the full-stress probe has run on this VM and shown no signature. */
-  private fullStressPassed(): boolean {
-    return this.state.trials.some((t) => t.arm === "corner" && t.outcome.signatures.length === 0);
+  /** The full-stress probe's trial, once it has run on this VM (it runs once per VM). */
+  private fullStressProbe(): StoredTrial | undefined {
+    return this.state.trials.find((t) => t.arm === "corner");
   }
 
   /** Per discovery tactic: own trials it proposed and how many of them found a new signature. */
