@@ -209,7 +209,6 @@ export const GENERIC_SKIP: Record<string, readonly string[]> = {
     "bh_disable",
     "^kref_",
     "^lock_page",
-    "^unlock_page",
   ],
   memory: [
     "memcpy",
@@ -334,20 +333,14 @@ export const GENERIC_SKIP: Record<string, readonly string[]> = {
   // Allocators: a fault inside them is a corrupted object handed in by the caller.
   allocator: [
     "kmalloc",
-    "kmem_cache_alloc",
-    "kmem_cache_free",
     "kvmalloc",
     "krealloc",
     "kvfree",
     "vfree",
-    "alloc_pages",
     "alloc_frozen_pages",
     "free_pages",
     "free_large_kmalloc",
-    "slab_alloc",
-    "slab_free",
     "check_heap_object",
-    "check_object_size",
     "vzalloc",
     "__vmalloc",
     "might_resched",
