@@ -66,8 +66,10 @@ export class ApiTokenStore {
 
   list(): ApiTokenRecord[] {
     return readdirSync(this.dir)
-      .filter((f) => f.endsWith(".json") && TOKEN_ID_RE.test(f.slice(0, -5)))
-      .map((f) => this.read(f.slice(0, 16)))
+      .filter((f) => f.endsWith(".json"))
+      .map((f) => f.slice(0, -".json".length))
+      .filter((id) => TOKEN_ID_RE.test(id))
+      .map((id) => this.read(id))
       .filter((r): r is ApiTokenRecord => r !== undefined)
       .sort((a, b) => a.created_at_ms - b.created_at_ms);
   }
