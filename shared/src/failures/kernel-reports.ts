@@ -159,12 +159,12 @@ function lockdepAt(v: ReportView, marker: string | null, skip: FrameSkipper = SK
 }
 
 /**
- * Circular locking dependency (syzkaller's order): the lock being acquired (`at:` after `is
- * trying to acquire lock`), else the lock already held (the next `at:`), else the first kept frame
- * after that line up to the next call-trace keyword (the dependency chain), else the call trace.
+ * Circular locking dependency (syzkaller's order): the lock being acquired (`at:` after the `is
+ * trying to acquire lock` line `start`), else the lock already held (the next `at:`), else the first
+ * kept frame after that line up to the next call-trace keyword (the dependency chain), else the call
+ * trace.
  */
-function lockdepCircular(v: ReportView, marker: string, skip: FrameSkipper): string | null {
-  const start = v.find((t) => t.includes(marker));
+function lockdepCircular(v: ReportView, start: number, skip: FrameSkipper): string | null {
   const at: { line: number; name: string }[] = [];
   const end = Math.min(v.lines.length, start + 40);
   for (let i = start; i < end && at.length < 2; i++) {
@@ -846,9 +846,9 @@ export const KERNEL_RULES: readonly KernelRule[] = [
     class: "deadlock",
     header: /^(?:WARNING|INFO): possible circular locking dependency detected/,
     build: (v, m) => {
-      const marker = "is trying to acquire lock";
-      if (v.find((t) => t.includes(marker)) < 0) return fixed(m[0]!.trim(), true);
-      return withFrame("possible deadlock", lockdepCircular(v, marker, SKIP_CIRCULAR));
+      const acquiring = v.find((t) => t.includes("is trying to acquire lock"));
+      if (acquiring < 0) return fixed(m[0]!.trim(), true);
+      return withFrame("possible deadlock", lockdepCircular(v, acquiring, SKIP_CIRCULAR));
     },
   },
   {
