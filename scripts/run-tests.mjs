@@ -38,14 +38,24 @@ function run(cmd, args, opts = {}) {
     child.stderr.on("data", (d) => {
       output += d;
     });
+    let killTimer;
     const timer = setTimeout(() => {
-      output += `\n[run-tests] deadline of ${timeoutMs / 1000}s passed; killing the test process group\n`;
+      // SIGTERM first: what a test started in its own process group (the main job stops its
+      // agent, collector, Alertmanager and VMs on SIGTERM) gets to clean up; SIGKILL after 60 s.
+      output += `\n[run-tests] deadline of ${timeoutMs / 1000}s passed; stopping the test process group\n`;
       try {
-        process.kill(-child.pid, "SIGKILL");
+        process.kill(-child.pid, "SIGTERM");
       } catch {}
+      killTimer = setTimeout(() => {
+        output += "\n[run-tests] still running 60 s after SIGTERM; killing the test process group\n";
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {}
+      }, 60_000);
     }, opts.timeoutMs ?? timeoutMs);
     child.on("close", (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(killTimer);
       resolve({ code, signal, output });
     });
   });

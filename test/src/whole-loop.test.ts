@@ -31,8 +31,11 @@ const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const MAIN_JOB = join(ROOT, "agent/dist/demo/main-job.js");
 const AGENT_BIN = join(ROOT, "agent/bin/shadowvm-agent.js");
 const LOG_DIR = join(ROOT, "test-artifacts/logs");
-/** The job's own deadline; the test's is a little longer so the job can report and clean up. */
-const JOB_TIMEOUT_S = 1200;
+/**
+ * The job's own deadline (a run takes ~460 s); the test's is a little longer so the job can report
+ * and clean up, and both end before run-tests' per-file deadline (1200 s) would stop the test.
+ */
+const JOB_TIMEOUT_S = 900;
 
 const scratch = mkdtempSync("/tmp/svm-loop-");
 const workDir = join(scratch, "w");
