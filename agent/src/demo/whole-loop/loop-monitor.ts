@@ -28,7 +28,7 @@ export interface MonitorState {
   risk: Map<string, RiskAssessment>;
   /** Alertmanager alerts by VM name, first sighting kept. */
   alerts: Map<string, ReceivedAlert>;
-  /** Every alert ever seen in Alertmanager (fingerprinted by labels), latest copy. */
+  /** Every alert ever seen in Alertmanager (fingerprinted by labels): first sighting, latest copy. */
   allAlerts: Map<string, ReceivedAlert>;
 }
 
@@ -103,7 +103,11 @@ export class LoopMonitor {
         );
         return;
       case "campaign: capturing":
-        this.o.say(`${vm}live capture (memory, disks, configuration at one instant)`);
+        this.o.say(
+          e["reason"]
+            ? `${vm}fresh live capture, because ${e["reason"]}`
+            : `${vm}live capture (memory, disks, configuration at one instant)`,
+        );
         return;
       case "campaign: captured":
         this.state.captureAtMs ??= this.now();
@@ -251,13 +255,27 @@ export class LoopMonitor {
       const seen = this.state.allAlerts.get(key);
       this.state.allAlerts.set(key, { seenAtMs: seen?.seenAtMs ?? this.now(), alert: a });
       const vm = a.labels["vm"] ?? "?";
-      if (!this.state.alerts.has(vm)) {
-        this.state.alerts.set(vm, { seenAtMs: this.now(), alert: a });
+      if (!this.state.alerts.has(vm)) this.state.alerts.set(vm, { seenAtMs: this.now(), alert: a });
+      if (!seen)
         this.o.say(
           `ALERT in Alertmanager: ${vm} ${a.labels["severity"]} ${a.labels["failure_class"]}: ${a.annotations["summary"]}; confidence ${a.annotations["confidence"]}; mitigation: ${firstStep(a.annotations["mitigation"])}`,
         );
-      }
     }
+  }
+
+  /**
+   * The first alert for a VM that named the given failure class, or (no class given) its first
+   * alert of any class. Two alerts for one VM often arrive in the same round (an OOM and the
+   * latency breach the same memory pressure causes), so "first for the VM" would be a coin toss.
+   */
+  firstAlert(vm: string, failureClass?: string): ReceivedAlert | undefined {
+    let first: ReceivedAlert | undefined;
+    for (const r of this.state.allAlerts.values()) {
+      if (r.alert.labels["vm"] !== vm) continue;
+      if (failureClass !== undefined && r.alert.labels["failure_class"] !== failureClass) continue;
+      if (!first || r.seenAtMs < first.seenAtMs) first = r;
+    }
+    return first;
   }
 
   /** The newest risk round time over all VMs, 0 when none. */

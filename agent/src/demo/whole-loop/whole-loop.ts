@@ -71,7 +71,10 @@ export interface WholeLoopSummary {
   capture_at_ms?: number;
   campaign_finished_at_ms?: number;
   first_shadow_failure_stored_at_ms?: number;
-  /** First sighting of demo-production's alert in Alertmanager (polled every second). */
+  /**
+   * First sighting in Alertmanager (polled every second) of demo-production's alert for the class
+   * of failure it then showed (any class while it has not failed).
+   */
   alert_received_at_ms?: number;
   alert?: AlertmanagerAlert;
   production_failed_at_ms?: number;
@@ -521,7 +524,13 @@ function fillSummary(
       line: oom.failure.line,
     };
   }
-  const prodAlert = s.alerts.get(PRODUCTION_VM);
+  // The lead time is for the failure production showed, so the alert is the first of that class.
+  const prodAlert = monitor.firstAlert(PRODUCTION_VM, summary.production_failure?.class);
+  const otherAlert = monitor.firstAlert(PRODUCTION_VM);
+  if (!prodAlert && summary.production_failure && otherAlert)
+    summary.problems.push(
+      `${PRODUCTION_VM} failed with ${summary.production_failure.class}, but no alert named that class (the first named ${otherAlert.alert.labels["failure_class"]})`,
+    );
   if (prodAlert) {
     summary.alert_received_at_ms = prodAlert.seenAtMs;
     summary.alert = prodAlert.alert;
