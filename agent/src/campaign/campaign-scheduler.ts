@@ -159,6 +159,7 @@ export class CampaignScheduler {
         {
           campaign: report.campaignId,
           capture: report.capture.id,
+          ...(report.captures.length > 1 ? { captures: report.captures.map((c) => c.id) } : {}),
           trials: report.explore.trials.length,
           failed: report.explore.trials.filter((t) => t.outcome.failed).length,
           signatures: report.explore.signatures_found.map((fp) => ({
@@ -219,7 +220,7 @@ export function describeCampaignEvent(e: CampaignEvent): CampaignEventLine | und
   });
   switch (e.type) {
     case "capturing":
-      return info("campaign: capturing", { vm: e.vm });
+      return info("campaign: capturing", { vm: e.vm, ...(e.reason ? { reason: e.reason } : {}) });
     case "captured":
       return info("campaign: captured", {
         capture: e.record.id,
@@ -259,6 +260,12 @@ export function describeCampaignEvent(e: CampaignEvent): CampaignEventLine | und
           };
         case "control":
           return info("shadow: control verdict", { verdict: ev.verdict });
+        case "stopped":
+          return info("shadow: stopped", {
+            shadow: ev.shadow,
+            reason: ev.reason,
+            ...(ev.leftovers.length ? { leftovers: ev.leftovers } : {}),
+          });
         default:
           return undefined;
       }

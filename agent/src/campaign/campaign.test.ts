@@ -66,6 +66,8 @@ class MemorySink implements RecordSink {
 /** A lab that answers each runCampaign with the next scripted batch (and emits "started"). */
 class ScriptedLab extends EventEmitter {
   readonly calls: CampaignOptions[] = [];
+  /** The capture each batch ran on. */
+  readonly captures: RestoredCapture[] = [];
   constructor(
     private readonly script: ((
       o: CampaignOptions,
@@ -73,8 +75,9 @@ class ScriptedLab extends EventEmitter {
   ) {
     super();
   }
-  async runCampaign(_capture: RestoredCapture, o: CampaignOptions): Promise<CampaignResult> {
+  async runCampaign(capture: RestoredCapture, o: CampaignOptions): Promise<CampaignResult> {
     this.calls.push(o);
+    this.captures.push(capture);
     const next = this.script.shift();
     if (!next) throw new Error("no more scripted batches");
     const r = next(o);
@@ -130,6 +133,38 @@ test("a finished run is reported with its outcome, failures and the signature up
   assert.is(updates.length, 2, "one update per new signature");
   assert.equal(await db.pendingUpdates(), [], "forwarded updates are acknowledged in the database");
   await db.close();
+});
+
+test("after a fresh capture is shipped, the runs name it", async () => {
+  const sink = new MemorySink();
+  const reporter = new RunReporter(ctx, sink, undefined);
+  const record = {
+    id: "cap2",
+    vm: "prod",
+    vm_uuid: "u-1",
+    started_at: new Date(3000).toISOString(),
+    finished_at: new Date(4000).toISOString(),
+    pause_ms: 9.6,
+    memory_bytes: 256 * 2 ** 20,
+    disk_bytes: 0,
+    stored_bytes: 0,
+    new_bytes: 0,
+    disks: [],
+    parts: [],
+  };
+  await reporter.finished(run("b1-1", "inconclusive"), 2000);
+  await reporter.captured(record);
+  await reporter.finished(run("b2-1", "ok"), 5000);
+  const captureIds = sink.records
+    .filter((r) => "shadow_run" in r)
+    .map((r) => (r["shadow_run"] as shadowvm.v1.IShadowRun).capture_id);
+  assert.equal(captureIds, ["cap1", "cap2"]);
+  assert.is(
+    (sink.records[1]!["capture_record"] as shadowvm.v1.ICaptureRecord).id,
+    "cap2",
+    "the capture is shipped",
+  );
+  assert.is(ctx.captureId, "cap1", "the caller's context is not changed");
 });
 
 test("a control run is labelled as such and adds nothing to the signature database", async () => {
@@ -224,6 +259,92 @@ test("an unhealthy control is run again with the next batch", async () => {
   });
   assert.equal(await runner.run([profile(0.3)]), [{ failed: false, signatures: [] }]);
   assert.is(lab.calls[1]!.control, true);
+});
+
+/** A batch whose control crashed as the restored capture does when it is unusable. */
+const crashedControl = (id: string) => () => ({
+  runs: [{ ...run(`${id}-c`, "failed", [PANIC]), control: true }, run(`${id}-1`, "inconclusive")],
+  control: { healthy: false, reason: "the control failed: panic" },
+});
+
+test("a control that finds the capture unusable gets a fresh capture, and the retry runs on it", async () => {
+  const lab = new ScriptedLab([
+    crashedControl("b1"),
+    () => ({
+      runs: [{ ...run("b2-c", "ok"), control: true }, run("b2-1", "inconclusive")],
+      control: { healthy: true },
+    }),
+    () => ({ runs: [run("b3-1", "failed", [OOM])] }),
+  ]);
+  const fresh = { captureId: "cap2", vm: "prod", inventory: { uuid: "u-1" } } as unknown as RestoredCapture;
+  const reasons: string[] = [];
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, undefined, undefined),
+    recapture: async (reason) => {
+      reasons.push(reason);
+      return fresh;
+    },
+  });
+  assert.equal(await runner.run([profile(0.9)]), [{ failed: true, signatures: [OOM.fingerprint] }]);
+  assert.equal(reasons, ["the control failed: panic"], "one fresh capture, with the control's reason");
+  assert.is(runner.recaptures, 1);
+  assert.equal(
+    lab.captures.map((c) => c.captureId),
+    ["cap1", "cap2", "cap2"],
+    "the runs after the fresh capture use it",
+  );
+  assert.equal(
+    lab.calls.map((c) => c.control),
+    [true, true, false],
+    "the fresh capture is validated by a control of its own",
+  );
+  // The fresh capture did not use up the profile's one ordinary retry (batch 3).
+});
+
+test("fresh captures stop at the limit; then the batch ends with an error that says why", async () => {
+  const lab = new ScriptedLab([crashedControl("b1"), crashedControl("b2"), crashedControl("b3")]);
+  let taken = 0;
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, undefined, undefined),
+    maxRecaptures: 1,
+    recapture: async () => {
+      taken++;
+      return capture;
+    },
+  });
+  try {
+    await runner.run([profile(0.9)]);
+    assert.unreachable("should have thrown");
+  } catch (err) {
+    assert.instance(err, OracleError);
+    assert.match((err as Error).message, /inconclusive twice/);
+  }
+  assert.is(taken, 1, "no more fresh captures than allowed");
+  assert.is(lab.calls.length, 3, "first batch, on the fresh capture, then the ordinary retry");
+});
+
+test("an inconclusive run under a healthy control is retried on the same capture", async () => {
+  const lab = new ScriptedLab([
+    () => ({
+      runs: [{ ...run("b1-c", "ok"), control: true }, run("b1-1", "inconclusive")],
+      control: { healthy: true },
+    }),
+    () => ({ runs: [run("b2-1", "ok")] }),
+  ]);
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, undefined, undefined),
+    recapture: async () => {
+      throw new Error("a healthy control needs no fresh capture");
+    },
+  });
+  assert.equal(await runner.run([profile(0.3)]), [{ failed: false, signatures: [] }]);
+  assert.is(runner.recaptures, 0);
 });
 
 test("the search space shrinks to what the host can apply; faults to what it can inject", () => {

@@ -81,18 +81,24 @@ export function captureRecordMessage(r: CaptureRecord): shadowvm.v1.CaptureRecor
 
 export class RunReporter {
   private readonly startTimes = new Map<string, number>();
+  /** A copy: a fresh capture changes its captureId. */
+  private readonly ctx: RunContext;
 
   constructor(
-    private readonly ctx: RunContext,
+    ctx: RunContext,
     private readonly sink: RecordSink | undefined,
     private readonly signatures: SignatureDb | undefined,
-  ) {}
+  ) {
+    this.ctx = { ...ctx };
+  }
 
   get shipping(): boolean {
     return this.sink !== undefined;
   }
 
+  /** A capture the campaign shadows: shipped, and the runs from now on name it. */
   async captured(record: CaptureRecord): Promise<void> {
+    this.ctx.captureId = record.id;
     await this.sink?.append({ capture_record: captureRecordMessage(record) });
   }
 

@@ -28,6 +28,7 @@ import type { StrategyName } from "../explorer/types.js";
 import { restoreLibvirtCapture } from "../hypervisor/libvirt/libvirt-shadow.js";
 import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 import { createRestoreDir, openShadowLab, reapRestored, restoredRoot } from "../shadow/open-lab.js";
+import type { RestoredCapture } from "../shadow/restored-capture.js";
 import type { CampaignResult, LabEvent } from "../shadow/shadow-lab.js";
 import type { SignatureDb } from "../signatures/index.js";
 import { type RecordSink, RunReporter } from "./run-reporter.js";
@@ -67,7 +68,7 @@ export interface CampaignServices {
 }
 
 export type CampaignEvent =
-  | { type: "capturing"; vm: string }
+  | { type: "capturing"; vm: string /** Why a fresh capture, for all but the first. */; reason?: string }
   | { type: "captured"; record: CaptureRecord }
   | { type: "faults"; usable: FaultKind[]; unavailable: { kind: FaultKind; reason: string }[] }
   | { type: "lab"; event: LabEvent }
@@ -77,7 +78,10 @@ export interface CampaignReport {
   campaignId: string;
   vm: string;
   vmUuid: string;
+  /** The capture the last runs used. */
   capture: CaptureRecord;
+  /** Every capture taken, in order: more than one when a control found a capture unusable. */
+  captures: CaptureRecord[];
   explore: ExploreResult;
   batches: CampaignResult[];
   /** Title and class of every fingerprint seen, for people (the explorer knows fingerprints only). */
@@ -104,8 +108,11 @@ export async function runShadowCampaign(
   const lab = await openShadowLab(config);
   const stopLab = () => lab.stopAll("campaign stopped");
   services.signal?.addEventListener("abort", stopLab, { once: true });
-  try {
-    say({ type: "capturing", vm: plan.vm });
+  const captures: CaptureRecord[] = [];
+  let reporter: RunReporter | undefined;
+  /** A live capture of the VM, shipped, and restored for the shadows (the previous one removed). */
+  const captureAndRestore = async (reason?: string): Promise<RestoredCapture> => {
+    say({ type: "capturing", vm: plan.vm, ...(reason ? { reason } : {}) });
     const record = await captureVm({
       driver: services.driver,
       store,
@@ -113,8 +120,9 @@ export async function runShadowCampaign(
       ...captureSettings(config),
       logger: log,
     });
+    captures.push(record);
     say({ type: "captured", record });
-    const reporter = new RunReporter(
+    reporter ??= new RunReporter(
       {
         campaignId,
         captureId: record.id,
@@ -127,9 +135,12 @@ export async function runShadowCampaign(
     );
     await reporter.captured(record);
     if (services.signal?.aborted) throw new ShadowvmError("campaign", "aborted", "the campaign was stopped");
-
+    if (restoreDir) rmSync(restoreDir, { recursive: true, force: true });
     restoreDir = createRestoreDir(config);
-    const restored = await restoreLibvirtCapture(store, record.id, restoreDir);
+    return restoreLibvirtCapture(store, record.id, restoreDir);
+  };
+  try {
+    const restored = await captureAndRestore();
     const caps = await lab.capabilities(restored);
     const faults = usableFaults(caps, plan.faults);
     say({ type: "faults", ...faults });
@@ -140,8 +151,17 @@ export async function runShadowCampaign(
     const runner = new ShadowTrialRunner({
       lab,
       capture: restored,
-      reporter,
+      reporter: reporter!,
       control: plan.control,
+      recapture: (reason) => {
+        log.warn(
+          { vm: plan.vm, capture: captures.at(-1)?.id, reason },
+          "campaign: the control shadow found the capture unusable; taking a fresh one",
+        );
+        return captureAndRestore(
+          `the control shadow of capture ${captures.at(-1)?.id} was unhealthy: ${reason}`,
+        );
+      },
       ...(services.signal ? { signal: services.signal } : {}),
     });
     let result: ExploreResult;
@@ -157,7 +177,7 @@ export async function runShadowCampaign(
         bounds,
         ...(plan.vmProfile ? { vmProfile: plan.vmProfile } : {}),
         ...(services.explorerStore
-          ? { store: services.explorerStore, vmId: record.vm_uuid || record.vm }
+          ? { store: services.explorerStore, vmId: captures[0]!.vm_uuid || captures[0]!.vm }
           : {}),
         onBatch: (done, budget) => {
           const last = runner.batches.at(-1);
@@ -172,15 +192,17 @@ export async function runShadowCampaign(
       for (const r of b.runs)
         for (const f of r.failures) titles[f.fingerprint] = { title: f.title, class: f.class };
     }
+    const first = captures[0]!;
     return {
       campaignId,
-      vm: record.vm,
-      vmUuid: record.vm_uuid,
-      capture: record,
+      vm: first.vm,
+      vmUuid: first.vm_uuid,
+      capture: captures.at(-1)!,
+      captures,
       explore: result,
       batches: runner.batches,
       titles,
-      shipped: reporter.shipping,
+      shipped: reporter!.shipping,
     };
   } finally {
     services.signal?.removeEventListener("abort", stopLab);

@@ -8,6 +8,11 @@
 // unhealthy) says nothing about its profile, and reporting it as "no failure" would mislead the
 // explorer. Such profiles are run once more; if they are inconclusive again, the batch ends with
 // an error and the explorer keeps the trials that completed before it.
+//
+// An unhealthy control says the capture itself may be bad: a live capture of a vCPU caught at the
+// wrong instant (seen under TCG) restores into a guest that crashes unstressed, and every retry on
+// it would crash the same way. So, when the campaign can take one, the retry runs on a fresh
+// capture (a few times per campaign at most), and its control validates that capture in turn.
 import type { StressProfile } from "@shadowvm/shared";
 import type { TrialRunner } from "../explorer/runner.js";
 import { OracleError } from "../explorer/runner.js";
@@ -22,6 +27,13 @@ export interface ShadowTrialRunnerOptions {
   reporter: RunReporter;
   /** Include a control shadow in the first batch (default true). */
   control?: boolean;
+  /**
+   * Takes and restores a fresh capture of the production VM, for when a control shadow found the
+   * current one unusable; the runs after it use the new one. Without it the capture is kept.
+   */
+  recapture?: (reason: string) => Promise<RestoredCapture>;
+  /** Fresh captures at most per campaign (default 2). */
+  maxRecaptures?: number;
   signal?: AbortSignal;
   /** Called with each batch's result (progress display). */
   onBatch?: (result: CampaignResult) => void;
@@ -41,30 +53,56 @@ export function primarySignature(run: Pick<ShadowRunResult, "outcome" | "failure
 export class ShadowTrialRunner implements TrialRunner {
   /** Every lab batch run so far, retries included. */
   readonly batches: CampaignResult[] = [];
+  /** Fresh captures taken because a control found the capture unusable. */
+  recaptures = 0;
   private readonly options: ShadowTrialRunnerOptions;
+  private capture: RestoredCapture;
   private controlDone = false;
+  /** Why the last batch's control was unhealthy; undefined when healthy or absent. */
+  private unhealthyControl: string | undefined;
 
   constructor(options: ShadowTrialRunnerOptions) {
     this.options = options;
+    this.capture = options.capture;
   }
 
   async run(profiles: StressProfile[]): Promise<Outcome[]> {
-    const first = await this.batch(profiles);
-    const retry = profiles.filter((_, i) => first[i]!.outcome === "inconclusive");
-    const second = retry.length ? await this.batch(retry) : [];
+    const final: ShadowRunResult[] = [];
+    let pending = profiles.map((_, i) => i);
+    let retried = false;
+    for (;;) {
+      const runs = await this.batch(pending.map((i) => profiles[i]!));
+      pending.forEach((i, j) => {
+        final[i] = runs[j]!;
+      });
+      pending = pending.filter((i) => final[i]!.outcome === "inconclusive");
+      if (pending.length === 0) break;
+      // A fresh capture is a new chance of its own; the one retry is kept for the new capture.
+      if (this.unhealthyControl !== undefined && (await this.recaptureOnce(this.unhealthyControl))) continue;
+      if (retried) break;
+      retried = true;
+    }
     const outcomes: Outcome[] = [];
-    let r = 0;
-    for (const run of first) {
-      const final = run.outcome === "inconclusive" ? second[r++]! : run;
-      if (final.outcome === "inconclusive") {
+    for (const run of final) {
+      if (run.outcome === "inconclusive") {
         throw new OracleError(
-          `shadow ${final.shadow} was inconclusive twice (${final.stopReason ?? final.notes.join("; ")}); its outcome says nothing about the profile`,
+          `shadow ${run.shadow} was inconclusive twice (${run.stopReason ?? run.notes.join("; ")}); its outcome says nothing about the profile`,
           outcomes,
         );
       }
-      outcomes.push({ failed: final.outcome === "failed", signatures: primarySignature(final) });
+      outcomes.push({ failed: run.outcome === "failed", signatures: primarySignature(run) });
     }
     return outcomes;
+  }
+
+  /** A fresh capture when the campaign can take one and has some left; false otherwise. */
+  private async recaptureOnce(reason: string): Promise<boolean> {
+    const { recapture, maxRecaptures = 2 } = this.options;
+    if (!recapture || this.recaptures >= maxRecaptures) return false;
+    if (this.options.signal?.aborted) throw new OracleError("the campaign was stopped", []);
+    this.recaptures++;
+    this.capture = await recapture(reason);
+    return true;
   }
 
   /** One shadow-lab campaign; the stressed runs' results in the order of `profiles`. */
@@ -79,7 +117,7 @@ export class ShadowTrialRunner implements TrialRunner {
     lab.on("event", onEvent);
     let result: CampaignResult;
     try {
-      result = await lab.runCampaign(this.options.capture, {
+      result = await lab.runCampaign(this.capture, {
         runs: profiles.map((profile) => ({ profile })),
         control: withControl,
         ...(this.options.signal ? { signal: this.options.signal } : {}),
@@ -93,7 +131,11 @@ export class ShadowTrialRunner implements TrialRunner {
     const finishedAt = Date.parse(result.finishedAt);
     for (const run of result.runs) await reporter.finished(run, finishedAt);
     this.options.onBatch?.(result);
-    if (result.control && !result.control.healthy) {
+    this.unhealthyControl =
+      result.control && !result.control.healthy
+        ? (result.control.reason ?? "the control shadow was unhealthy")
+        : undefined;
+    if (this.unhealthyControl !== undefined) {
       // Without a healthy control no stressed outcome can be trusted (decideOutcome made them
       // inconclusive); the control runs again with the retry.
       this.controlDone = false;

@@ -12,7 +12,9 @@ import {
   ExplorerStateStore,
   ExploreUsageError,
   formatSummary,
+  loadVmProfile,
   type ParsedArgs,
+  type ProductionVmData,
   parseExploreArgs,
   runOracleCampaign,
 } from "../explorer/index.js";
@@ -29,8 +31,10 @@ export async function exploreCommand(ctx: CommandContext): Promise<number> {
     stderr: (t: string) => ctx.io.err(t.replace(/\n$/, "")),
   };
   let args: ParsedArgs | "help";
+  let vmProfile: ProductionVmData | undefined;
   try {
     args = parseExploreArgs(ctx.args);
+    if (args !== "help" && !args.oracle && args.vmProfile) vmProfile = await loadVmProfile(args.vmProfile);
   } catch (err) {
     if (err instanceof ExploreUsageError) throw new UsageError(err.message);
     throw err;
@@ -41,7 +45,7 @@ export async function exploreCommand(ctx: CommandContext): Promise<number> {
   }
   if (args.oracle) return runOracleCampaign(args, io);
   const config = loadAgentConfig({ file: args.config, dataDir: args.dataDir }, ctx.env);
-  return exploreOnShadows(ctx, args, config);
+  return exploreOnShadows(ctx, args, config, vmProfile);
 }
 
 /** LevelDB stores a running agent may hold: opened when free, skipped (and said) when not. */
@@ -58,7 +62,12 @@ async function openOptional<T>(
   }
 }
 
-async function exploreOnShadows(ctx: CommandContext, args: ParsedArgs, config: AgentConfig): Promise<number> {
+async function exploreOnShadows(
+  ctx: CommandContext,
+  args: ParsedArgs,
+  config: AgentConfig,
+  vmProfile: ProductionVmData | undefined,
+): Promise<number> {
   const say = (t: string) => ctx.io.err(t);
   const logger = silentLogger();
   const spool = await openOptional(
@@ -116,6 +125,7 @@ async function exploreOnShadows(ctx: CommandContext, args: ParsedArgs, config: A
         control: args.control,
         faults: args.faults ?? config.campaigns.faults,
         seed: args.seed,
+        vmProfile,
       },
     );
     if (!report.shipped) say("explore: the results were not spooled for the collector (see above)");
@@ -129,6 +139,7 @@ async function exploreOnShadows(ctx: CommandContext, args: ParsedArgs, config: A
           signatures: report.titles,
           campaign: report.campaignId,
           capture: report.capture.id,
+          ...(report.captures.length > 1 ? { captures: report.captures.map((c) => c.id) } : {}),
           ...(r.error ? { error: r.error } : {}),
         }),
       );

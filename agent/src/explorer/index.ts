@@ -12,6 +12,7 @@ export {
   EXPLORE_USAGE,
   ExploreUsageError,
   formatSummary,
+  loadVmProfile,
   type ParsedArgs,
   parseExploreArgs,
   runExploreCommand,

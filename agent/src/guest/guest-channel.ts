@@ -405,6 +405,17 @@ export class GuestChannel {
     return this.send(`sysrq ${word(key)}`, options);
   }
 
+  /**
+   * Write `key` to /proc/sysrq-trigger `seconds` from now (guest time), from a background
+   * `svm-timebomb`; `kill("timebomb")` defuses it.
+   */
+  async sysrqAfter(key: string, seconds: number, options?: SendOptions): Promise<GuestReply> {
+    if (!Number.isInteger(seconds) || seconds < 0) {
+      throw new GuestChannelError("bad-command", `sysrq takes whole seconds >= 0, got ${seconds}`);
+    }
+    return this.send(`sysrq ${word(key)} ${seconds}`, options);
+  }
+
   get closed(): boolean {
     return this.closedError !== undefined;
   }

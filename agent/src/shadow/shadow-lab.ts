@@ -257,6 +257,12 @@ interface Live {
   pendingStop?: string;
 }
 
+/** Stops a running shadow now, or one still starting as soon as it can be. */
+function stopLive(live: Live, reason: string): void {
+  if (live.stop) live.stop(reason);
+  else live.pendingStop ??= reason;
+}
+
 export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
   readonly shadowsDir: string;
   readonly settings: ShadowLabSettings;
@@ -310,8 +316,7 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
       const l = lab.live.get(id);
       lab.log.warn({ shadow: id, reason }, "host guard stops a shadow");
       lab.emitEvent({ type: "guard", shadow: id, reason });
-      if (l?.stop) l.stop(`host guard: ${reason}`);
-      else if (l) l.pendingStop ??= `host guard: ${reason}`;
+      if (l) stopLive(l, `host guard: ${reason}`);
     });
     lab.guard.startWatch(o.settings.watchIntervalMs);
     process.on("exit", lab.exitHook);
@@ -611,6 +616,9 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
       }
 
       // Run until the duration, a failure (plus grace), the guard, an abort, or QEMU's death.
+      // A failing control ends its whole batch (below) whatever stop_on_failure says: with an
+      // unhealthy control no stressed outcome counts, so running on only costs time.
+      const stopsOnFailure = control || s.stopOnFailure;
       const durationMs = spec.profile.duration_s * 1000;
       const exited = new Promise<void>((r) => shadow.process.once("exit", () => r()));
       void exited.then(() => live.stop?.("shadow QEMU exited"));
@@ -624,18 +632,16 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
           stopReason = "duration reached";
           break;
         }
-        if (
-          firstFailureAt !== undefined &&
-          s.stopOnFailure &&
-          !control &&
-          now - firstFailureAt >= s.failureGraceMs
-        ) {
-          stopReason = `failure seen (${obs.failures().find((f) => f.source === "console" || f.source === "qemu_event")?.title ?? "?"})`;
+        if (firstFailureAt !== undefined && stopsOnFailure && now - firstFailureAt >= s.failureGraceMs) {
+          const title =
+            obs.failures().find((f) => f.source === "console" || f.source === "qemu_event")?.title ?? "?";
+          stopReason = `failure seen (${title})`;
+          if (control) this.stopBatch(campaign, id, `the control shadow failed (${title})`);
           break;
         }
         const until = Math.min(
           startedAtMs + durationMs,
-          firstFailureAt !== undefined && s.stopOnFailure && !control
+          firstFailureAt !== undefined && stopsOnFailure
             ? firstFailureAt + s.failureGraceMs
             : Number.POSITIVE_INFINITY,
         );
@@ -699,6 +705,12 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
     };
   }
 
+  /** Stops every other shadow of a lab batch (their shadow ids start with the batch's id). */
+  private stopBatch(campaign: string, except: string, reason: string): void {
+    for (const [id, live] of this.live)
+      if (id !== except && id.startsWith(`${campaign}-`)) stopLive(live, reason);
+  }
+
   /** Removes every trace of one shadow; returns what could not be removed. */
   private async teardown(live: Live, reason: string): Promise<string[]> {
     const leftovers: string[] = [];
@@ -723,10 +735,7 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
 
   /** Stops every running shadow of every campaign (they end with outcome inconclusive). */
   stopAll(reason: string): void {
-    for (const l of this.live.values()) {
-      if (l.stop) l.stop(reason);
-      else l.pendingStop ??= reason;
-    }
+    for (const l of this.live.values()) stopLive(l, reason);
   }
 
   /** Ids of shadows running now. */

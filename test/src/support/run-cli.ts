@@ -14,7 +14,12 @@ export interface CliResult {
 export function runCli(
   bin: string,
   args: string[],
-  options: { env?: Record<string, string>; timeoutMs?: number } = {},
+  options: {
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    /** Called with each complete line the process writes to stderr, as it comes. */
+    onStderrLine?: (line: string) => void;
+  } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [bin, ...args], {
@@ -26,8 +31,13 @@ export function runCli(
     child.stdout.on("data", (d) => {
       stdout += d;
     });
+    let partial = "";
     child.stderr.on("data", (d) => {
       stderr += d;
+      if (!options.onStderrLine) return;
+      const lines = (partial + d).split("\n");
+      partial = lines.pop() ?? "";
+      for (const l of lines) options.onStderrLine(l);
     });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
