@@ -8,7 +8,8 @@
 //   failure_grace_s after the first failure, or when the host guard needs the resources back, or
 //   on abort -> teardown (QEMU, overlays, sockets, namespace, cgroup, record).
 // The control runs for the campaign's longest duration; it must run clean (assessControl): then
-// the capture is valid and the other shadows' outcomes stand, else they are inconclusive.
+// the capture is valid and the other shadows' outcomes stand, else they are inconclusive. A
+// control that fails stops the whole campaign after failure_grace_s: nothing more can count.
 // Its probes also give the latency threshold of the stressed shadows' probes as soon as it has
 // enough of them.
 //
