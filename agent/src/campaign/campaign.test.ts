@@ -261,11 +261,13 @@ test("an unhealthy control is run again with the next batch", async () => {
   assert.is(lab.calls[1]!.control, true);
 });
 
-/** A batch whose control crashed as the restored capture does when it is unusable. */
-const crashedControl = (id: string) => () => ({
-  runs: [{ ...run(`${id}-c`, "failed", [PANIC]), control: true }, run(`${id}-1`, "inconclusive")],
-  control: { healthy: false, reason: "the control failed: panic" },
-});
+/** A batch whose control crashed (by default as the restored capture does when it is unusable). */
+const crashedControl =
+  (id: string, crash = PANIC) =>
+  () => ({
+    runs: [{ ...run(`${id}-c`, "failed", [crash]), control: true }, run(`${id}-1`, "inconclusive")],
+    control: { healthy: false, reason: `the control failed: ${crash.title}` },
+  });
 
 test("a control that finds the capture unusable gets a fresh capture, and the retry runs on it", async () => {
   const lab = new ScriptedLab([
@@ -288,7 +290,11 @@ test("a control that finds the capture unusable gets a fresh capture, and the re
     },
   });
   assert.equal(await runner.run([profile(0.9)]), [{ failed: true, signatures: [OOM.fingerprint] }]);
-  assert.equal(reasons, ["the control failed: panic"], "one fresh capture, with the control's reason");
+  assert.equal(
+    reasons,
+    [`the control failed: ${PANIC.title}`],
+    "one fresh capture, with the control's reason",
+  );
   assert.is(runner.recaptures, 1);
   assert.equal(
     lab.captures.map((c) => c.captureId),
@@ -304,7 +310,11 @@ test("a control that finds the capture unusable gets a fresh capture, and the re
 });
 
 test("fresh captures stop at the limit; then the batch ends with an error that says why", async () => {
-  const lab = new ScriptedLab([crashedControl("b1"), crashedControl("b2"), crashedControl("b3")]);
+  const lab = new ScriptedLab([
+    crashedControl("b1"),
+    crashedControl("b2", failure("BUG: unable to handle page fault in native_apic_mem_write", "oops")),
+    crashedControl("b3", failure("WARNING in ct_nmi_exit", "warning")),
+  ]);
   let taken = 0;
   const runner = new ShadowTrialRunner({
     lab: lab as unknown as ShadowLab,
@@ -325,6 +335,30 @@ test("fresh captures stop at the limit; then the batch ends with an error that s
   }
   assert.is(taken, 1, "no more fresh captures than allowed");
   assert.is(lab.calls.length, 3, "first batch, on the fresh capture, then the ordinary retry");
+});
+
+test("a control that fails the same way on a fresh capture: the VM fails unstressed, and no third capture is taken", async () => {
+  const lab = new ScriptedLab([crashedControl("b1", OOM), crashedControl("b2", OOM)]);
+  let taken = 0;
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, undefined, undefined),
+    recapture: async () => {
+      taken++;
+      return capture;
+    },
+  });
+  try {
+    await runner.run([profile(0.9)]);
+    assert.unreachable("should have thrown");
+  } catch (err) {
+    assert.instance(err, OracleError);
+    assert.match((err as Error).message, /failed the same way on a fresh capture \(Out of memory/);
+    assert.match((err as Error).message, /the VM fails without stress/);
+  }
+  assert.is(taken, 1, "one fresh capture, not the two allowed");
+  assert.is(lab.calls.length, 2);
 });
 
 test("an inconclusive run under a healthy control is retried on the same capture", async () => {

@@ -12,8 +12,11 @@
 // An unhealthy control says the capture itself may be bad: a live capture of a vCPU caught at the
 // wrong instant (seen under TCG) restores into a guest that crashes unstressed, and every retry on
 // it would crash the same way. So, when the campaign can take one, the retry runs on a fresh
-// capture (a few times per campaign at most), and its control validates that capture in turn.
+// capture (a few times per campaign at most), and its control validates that capture in turn. A
+// control that fails the same way on the fresh capture says the VM itself fails unstressed: then
+// the batch ends with an error that says so, without pausing production for yet another capture.
 import type { StressProfile } from "@shadowvm/shared";
+import type { DetectedFailure } from "../detection/index.js";
 import type { TrialRunner } from "../explorer/runner.js";
 import { OracleError } from "../explorer/runner.js";
 import type { Outcome } from "../explorer/types.js";
@@ -58,8 +61,10 @@ export class ShadowTrialRunner implements TrialRunner {
   private readonly options: ShadowTrialRunnerOptions;
   private capture: RestoredCapture;
   private controlDone = false;
-  /** Why the last batch's control was unhealthy; undefined when healthy or absent. */
-  private unhealthyControl: string | undefined;
+  /** Why the last batch's control was unhealthy, and its first failure; undefined when healthy or absent. */
+  private unhealthyControl: { reason: string; failure?: DetectedFailure | undefined } | undefined;
+  /** The failure of the control that made the campaign take its last fresh capture. */
+  private rejectedFor: DetectedFailure | undefined;
 
   constructor(options: ShadowTrialRunnerOptions) {
     this.options = options;
@@ -70,6 +75,7 @@ export class ShadowTrialRunner implements TrialRunner {
     const final: ShadowRunResult[] = [];
     let pending = profiles.map((_, i) => i);
     let retried = false;
+    let why: string | undefined;
     for (;;) {
       const runs = await this.batch(pending.map((i) => profiles[i]!));
       pending.forEach((i, j) => {
@@ -77,8 +83,19 @@ export class ShadowTrialRunner implements TrialRunner {
       });
       pending = pending.filter((i) => final[i]!.outcome === "inconclusive");
       if (pending.length === 0) break;
+      const control = this.unhealthyControl;
+      const again = control?.failure;
+      if (again && this.rejectedFor?.fingerprint === again.fingerprint) {
+        // The same failure unstressed on a fresh capture: it is the VM, not its capture, and
+        // another capture would only pause production again for the same answer.
+        why = `the control shadow failed the same way on a fresh capture (${again.title}): the VM fails without stress, so no stressed outcome can be told apart from that`;
+        break;
+      }
       // A fresh capture is a new chance of its own; the one retry is kept for the new capture.
-      if (this.unhealthyControl !== undefined && (await this.recaptureOnce(this.unhealthyControl))) continue;
+      if (control && (await this.recaptureOnce(control.reason))) {
+        this.rejectedFor = control.failure;
+        continue;
+      }
       if (retried) break;
       retried = true;
     }
@@ -86,7 +103,8 @@ export class ShadowTrialRunner implements TrialRunner {
     for (const run of final) {
       if (run.outcome === "inconclusive") {
         throw new OracleError(
-          `shadow ${run.shadow} was inconclusive twice (${run.stopReason ?? run.notes.join("; ")}); its outcome says nothing about the profile`,
+          why ??
+            `shadow ${run.shadow} was inconclusive twice (${run.stopReason ?? run.notes.join("; ")}); its outcome says nothing about the profile`,
           outcomes,
         );
       }
@@ -133,7 +151,10 @@ export class ShadowTrialRunner implements TrialRunner {
     this.options.onBatch?.(result);
     this.unhealthyControl =
       result.control && !result.control.healthy
-        ? (result.control.reason ?? "the control shadow was unhealthy")
+        ? {
+            reason: result.control.reason ?? "the control shadow was unhealthy",
+            failure: result.runs.find((r) => r.control)?.failures[0],
+          }
         : undefined;
     if (this.unhealthyControl !== undefined) {
       // Without a healthy control no stressed outcome can be trusted (decideOutcome made them
