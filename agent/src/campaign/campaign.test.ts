@@ -269,6 +269,29 @@ const crashedControl =
     control: { healthy: false, reason: `the control failed: ${crash.title}` },
   });
 
+/** Runs one profile on a runner that can recapture until it throws; the fresh captures taken. */
+async function runUntilError(lab: ScriptedLab, message: RegExp, o: { maxRecaptures?: number } = {}) {
+  let taken = 0;
+  const runner = new ShadowTrialRunner({
+    lab: lab as unknown as ShadowLab,
+    capture,
+    reporter: new RunReporter(ctx, undefined, undefined),
+    ...o,
+    recapture: async () => {
+      taken++;
+      return capture;
+    },
+  });
+  try {
+    await runner.run([profile(0.9)]);
+    assert.unreachable("should have thrown");
+  } catch (err) {
+    assert.instance(err, OracleError);
+    assert.match((err as Error).message, message);
+  }
+  return taken;
+}
+
 test("a control that finds the capture unusable gets a fresh capture, and the retry runs on it", async () => {
   const lab = new ScriptedLab([
     crashedControl("b1"),
@@ -315,48 +338,17 @@ test("fresh captures stop at the limit; then the batch ends with an error that s
     crashedControl("b2", failure("BUG: unable to handle page fault in native_apic_mem_write", "oops")),
     crashedControl("b3", failure("WARNING in ct_nmi_exit", "warning")),
   ]);
-  let taken = 0;
-  const runner = new ShadowTrialRunner({
-    lab: lab as unknown as ShadowLab,
-    capture,
-    reporter: new RunReporter(ctx, undefined, undefined),
-    maxRecaptures: 1,
-    recapture: async () => {
-      taken++;
-      return capture;
-    },
-  });
-  try {
-    await runner.run([profile(0.9)]);
-    assert.unreachable("should have thrown");
-  } catch (err) {
-    assert.instance(err, OracleError);
-    assert.match((err as Error).message, /inconclusive twice/);
-  }
+  const taken = await runUntilError(lab, /inconclusive twice/, { maxRecaptures: 1 });
   assert.is(taken, 1, "no more fresh captures than allowed");
   assert.is(lab.calls.length, 3, "first batch, on the fresh capture, then the ordinary retry");
 });
 
 test("a control that fails the same way on a fresh capture: the VM fails unstressed, and no third capture is taken", async () => {
   const lab = new ScriptedLab([crashedControl("b1", OOM), crashedControl("b2", OOM)]);
-  let taken = 0;
-  const runner = new ShadowTrialRunner({
-    lab: lab as unknown as ShadowLab,
-    capture,
-    reporter: new RunReporter(ctx, undefined, undefined),
-    recapture: async () => {
-      taken++;
-      return capture;
-    },
-  });
-  try {
-    await runner.run([profile(0.9)]);
-    assert.unreachable("should have thrown");
-  } catch (err) {
-    assert.instance(err, OracleError);
-    assert.match((err as Error).message, /failed the same way on a fresh capture \(Out of memory/);
-    assert.match((err as Error).message, /the VM fails without stress/);
-  }
+  const taken = await runUntilError(
+    lab,
+    /failed the same way on a fresh capture \(Out of memory.*the VM fails without stress/,
+  );
   assert.is(taken, 1, "one fresh capture, not the two allowed");
   assert.is(lab.calls.length, 2);
 });
