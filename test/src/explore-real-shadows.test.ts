@@ -5,11 +5,11 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { needLabel, type SignatureBoundary } from "@shadowvm/agent/explorer/boundary";
-import { Spool } from "@shadowvm/agent/spool/spool";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { qemuProcesses, tempWorkDir, withDemoVm } from "./support/demo-guest.js";
 import { AGENT_BIN, runCli } from "./support/run-cli.js";
+import { spooledByClass } from "./support/spool-stats.js";
 
 const T0 = Date.now();
 const log = (m: string) =>
@@ -82,20 +82,11 @@ test("a 12-run adaptive campaign on real shadows finds >= 2 distinct failure sig
 
     // The runs wait in the spool for the collector: 1 capture, every run twice (started,
     // finished; control included), the failures inside them, one update per signature.
-    const spool = await Spool.open({
-      dir: join(data, "spool"),
-      agentId: "explore-host",
-      maxBytes: 64 * 2 ** 20,
-    });
-    try {
-      const byClass = spool.stats().byClass;
-      log(`spooled: ${JSON.stringify(byClass)}`);
-      assert.is(byClass.capture.frames, 1);
-      assert.ok(byClass.shadow_run.frames >= 2 * 13, "12 stressed runs and a control, started and finished");
-      assert.ok(byClass.signature.frames >= out.signatures_found.length);
-    } finally {
-      await spool.close();
-    }
+    const byClass = await spooledByClass(data, "explore-host");
+    log(`spooled: ${JSON.stringify(byClass)}`);
+    assert.is(byClass.capture.frames, 1);
+    assert.ok(byClass.shadow_run.frames >= 2 * 13, "12 stressed runs and a control, started and finished");
+    assert.ok(byClass.signature.frames >= out.signatures_found.length);
   });
   // Torn down: no shadow QEMU of this data dir, no restored plaintext.
   assert.equal(qemuProcesses(data), []);

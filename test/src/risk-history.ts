@@ -52,6 +52,7 @@ export class History {
   /**
    * One finished shadow run; `sig` = it failed with that signature, undefined = it ran ok.
    * `consequences`: more failures of the same run after the primary one (marked primary then).
+   * `opts`: an unstressed control run, and the capture and campaign the run belongs to.
    */
   run(
     vmUuid: string,
@@ -60,6 +61,7 @@ export class History {
     load: { cpu_load?: number; memory_load?: number; io_load?: number },
     sig?: Sig,
     consequences: Sig[] = [],
+    opts: { control?: boolean; capture?: string; campaign?: string } = {},
   ): this {
     const failure = (s: Sig, primary: boolean) => ({
       title: s.title,
@@ -75,8 +77,8 @@ export class History {
     this.add({
       shadow_run: {
         id,
-        campaign_id: "c1",
-        capture_id: "cap1",
+        campaign_id: opts.campaign ?? "c1",
+        capture_id: opts.capture ?? "cap1",
         vm_name: vmName,
         vm_uuid: vmUuid,
         profile: {
@@ -88,8 +90,8 @@ export class History {
           faults: [],
           duration_s: 120,
         },
-        strategy: "adaptive",
-        control: false,
+        strategy: opts.control ? "control" : "adaptive",
+        control: opts.control ?? false,
         started_at_ms: now - 200_000,
         finished_at_ms: now - 60_000,
         outcome: sig ? 2 : 1,

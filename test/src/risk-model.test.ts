@@ -326,6 +326,95 @@ test("a run counts for its primary failure; its consequences are no signatures o
   }
 });
 
+test("a VM whose unstressed controls fail the same way on two captures in a row fails now; captures apart do not", async () => {
+  const store = await IngestStore.open(join(dir, "unstressed.duckdb"));
+  const control = { cpu_load: 0, memory_load: 0, io_load: 0 };
+  const LOCKUP = {
+    title: "watchdog: BUG: soft lockup in ext4_writepages",
+    class: "lockup",
+    fingerprint: "f-lockup",
+  };
+  const APIC = {
+    title: "BUG: unable to handle kernel paging request in native_apic_mem_write",
+    class: "oops",
+    fingerprint: "f-apic",
+  };
+  try {
+    const h = new History();
+    // doomed-1: shadowed (OOM above memory 0.8, production flat at 0.3), and its controls
+    // failed with a lockup on two captures of one campaign.
+    h.vm("u-doomed", "doomed-1");
+    for (const [i, m] of [0.3, 0.5, 0.85, 0.9].entries())
+      h.run("u-doomed", "doomed-1", `d${i}`, { memory_load: m }, m >= 0.8 ? OOM : undefined);
+    h.run("u-doomed", "doomed-1", "d-c1", control, LOCKUP, [], { control: true, capture: "cap-a" });
+    h.run("u-doomed", "doomed-1", "d-c2", control, LOCKUP, [], { control: true, capture: "cap-b" });
+    h.telemetry("u-doomed", (_t, i) => ({ memory: 0.3 + noise(i) }));
+    // unlucky-1: a capture whose control crashed (the capture's fault), then a healthy control ...
+    h.vm("u-unlucky", "unlucky-1");
+    h.run("u-unlucky", "unlucky-1", "u-c1", control, APIC, [], { control: true, capture: "cap-c" });
+    h.run("u-unlucky", "unlucky-1", "u-c2", control, undefined, [], { control: true, capture: "cap-d" });
+    // ... and the same glitch in the next day's campaign: two captures, but not in a row.
+    h.run("u-unlucky", "unlucky-1", "u-c3", control, APIC, [], {
+      control: true,
+      capture: "cap-e",
+      campaign: "c2",
+    });
+    h.run("u-unlucky", "unlucky-1", "u-c4", control, undefined, [], {
+      control: true,
+      capture: "cap-f",
+      campaign: "c2",
+    });
+    h.run("u-unlucky", "unlucky-1", "u1", { memory_load: 0.9 }, OOM, [], { capture: "cap-d" });
+    h.run("u-unlucky", "unlucky-1", "u2", { memory_load: 0.4 }, undefined, [], { capture: "cap-d" });
+    h.telemetry("u-unlucky", (_t, i) => ({ memory: 0.3 + noise(i) }));
+    await h.commit(store);
+    const conn = await store.connectReader();
+    try {
+      const all = await new RiskEngine(queryable(conn), config.risk).compute();
+      const doomed = all.filter((a) => a.vm_uuid === "u-doomed");
+      const lockup = doomed.find((a) => a.fingerprint === LOCKUP.fingerprint);
+      assert.ok(
+        lockup,
+        `an assessment for the signature only the controls showed: ${JSON.stringify(doomed.map((a) => a.title))}`,
+      );
+      assert.is(lockup.status, "assessed");
+      assert.is(lockup.probability, 1);
+      assert.is(lockup.time_to_failure_h, 0);
+      assert.is(lockup.confidence_level, "high");
+      assert.is(lockup.fails_unstressed, true);
+      assert.match(
+        lockup.explanation,
+        /^Fails without stress: doomed-1's unstressed control shadows failed with "watchdog: BUG: soft lockup/,
+      );
+      assert.match(lockup.explanation, /on 2 separate live captures \(control runs d-c1, d-c2,/);
+      assert.match(lockup.mitigations[0]!.action, /^restart doomed-1 /);
+      // The stressed OOM keeps its own assessment (production far below its boundary).
+      const oom = doomed.find((a) => a.fingerprint === OOM.fingerprint)!;
+      assert.ok(oom.probability !== null && oom.probability < 0.1, `OOM P ${oom.probability}`);
+      assert.not.ok(oom.fails_unstressed);
+
+      const unlucky = all.filter((a) => a.vm_uuid === "u-unlucky");
+      assert.equal(
+        unlucky.map((a) => a.fingerprint),
+        [OOM.fingerprint],
+        "crashing controls of captures apart are no signature of the VM",
+      );
+      assert.not.ok(unlucky[0]!.fails_unstressed);
+
+      // Stored and read back: the mark survives (it lives in the detail).
+      const engine = new RiskEngine(queryable(conn), config.risk);
+      await engine.store(conn, { at_ms: Date.now(), trigger: "test", duration_ms: 1 }, all);
+      const stored = (await currentRisk(queryable(conn))).find((a) => a.fingerprint === LOCKUP.fingerprint);
+      assert.is(stored?.fails_unstressed, true);
+      assert.is(stored?.probability, 1);
+    } finally {
+      conn.closeSync();
+    }
+  } finally {
+    await store.close();
+  }
+});
+
 test("shadowvm-collector risk prints the current round", async () => {
   store.close(); // the CLI opens the database read-only, as when no collector runs
   const out: string[] = [];

@@ -11,6 +11,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { qemuProcesses, tempWorkDir, withDemoVm } from "./support/demo-guest.js";
 import { AGENT_BIN, runCli } from "./support/run-cli.js";
+import { spooledByClass } from "./support/spool-stats.js";
 
 const T0 = Date.now();
 const log = (m: string) =>
@@ -110,6 +111,15 @@ test("a capture whose restored guests crash unstressed is replaced by a fresh on
         firstBatch.join("\n"),
         /control verdict verdict=\{"healthy":false/,
         "the first capture's control was unhealthy",
+      );
+
+      // Both captures are shipped to the collector (the control runs name theirs: the collector
+      // tells a bad capture from a VM that fails unstressed by them, docs/risk-model.md 8b).
+      const byClass = await spooledByClass(data, "badcap-host");
+      assert.is(byClass.capture.frames, 2, `capture records spooled: ${JSON.stringify(byClass)}`);
+      assert.ok(
+        byClass.shadow_run.frames >= 2 * 4,
+        "two batches of a control and a run, started and finished",
       );
 
       // Production never saw the crash: it answers and its console shows no panic.

@@ -289,6 +289,7 @@ export class AlertDispatcher {
           ? { precursor: `${a.precursor.line} (${new Date(a.precursor.seen_at_ms).toISOString()})` }
           : {}),
         ...(a.observed_in_production ? { observed_in_production: "true" } : {}),
+        ...(a.fails_unstressed ? { fails_unstressed: "true" } : {}),
       },
     };
   }

@@ -139,6 +139,13 @@ const riskSchema = z
     precursor_confidence_weight: z.number().min(0).max(1).default(0.2),
     /** A failure of the signature on the production console within this window: "observed in production". */
     production_failure_window_h: z.number().positive().default(168),
+    /**
+     * Failing unstressed (docs/risk-model.md): a VM whose unstressed control shadows failed with
+     * the same signature on at least unstressed_min_captures live captures within this window is
+     * assessed as failing now, whatever the boundary says.
+     */
+    unstressed_window_h: z.number().positive().default(24),
+    unstressed_min_captures: z.number().int().min(2).default(2),
   })
   .strict();
 

@@ -10,6 +10,7 @@ import { type MitigationStep, mitigationsFor } from "./mitigations.js";
 import {
   type BoundaryEstimate,
   type Confidence,
+  confidenceLevel,
   confidenceOf,
   crossingProbability,
   type DimensionBoundary,
@@ -34,6 +35,33 @@ const RUN_SIGNATURES_SQL = `
   WHERE f.is_primary OR NOT EXISTS (
     SELECT 1 FROM failures p
     WHERE p.agent_id = f.agent_id AND p.shadow_run_id = f.shadow_run_id AND p.is_primary)`;
+
+/**
+ * Signatures a VM's unstressed control shadows failed with, on how many distinct live captures of
+ * one campaign (the newest such campaign per VM and signature). One capture failing can be the
+ * capture's fault (a vCPU caught mid-instruction); within a campaign a fresh capture is taken only
+ * after a control failed, so several failing the same way there are consecutive captures of a VM
+ * that fails unstressed. Captures of different campaigns, with healthy ones between, are not.
+ */
+const UNSTRESSED_SQL = `
+  WITH run_sig AS (${RUN_SIGNATURES_SQL})
+  SELECT r.vm_uuid, f.fingerprint, any_value(f.title) AS title, any_value(f.class) AS class,
+    count(DISTINCT r.capture_id) AS captures, count(*) AS runs, max(r.finished_at_ms) AS last_ms,
+    list(DISTINCT r.id ORDER BY r.id) AS run_ids
+  FROM shadow_runs r
+  JOIN run_sig f ON f.agent_id = r.agent_id AND f.shadow_run_id = r.id
+  WHERE r.control AND r.outcome = 'failed' AND r.finished_at_ms > $1
+  GROUP BY r.vm_uuid, r.agent_id, r.campaign_id, f.fingerprint
+  HAVING count(DISTINCT r.capture_id) >= $2
+  QUALIFY row_number() OVER (PARTITION BY r.vm_uuid, f.fingerprint ORDER BY max(r.finished_at_ms) DESC) = 1`;
+
+/** A signature the VM's unstressed control shadows failed with on several captures. */
+export interface UnstressedFailure {
+  captures: number;
+  runs: number;
+  last_ms: number;
+  run_ids: string[];
+}
 
 export type RiskConfig = CollectorConfig["risk"];
 
@@ -81,6 +109,8 @@ export interface RiskAssessment {
   precursor?: ProductionSighting | null;
   /** The signature's failure was seen on the VM's own console within risk.production_failure_window_h. */
   observed_in_production?: boolean;
+  /** The VM's unstressed control shadows failed with it on several captures (risk.unstressed_*). */
+  fails_unstressed?: boolean;
 }
 
 /** A production console event, summarised per (VM, signature, kind) over the window. */
@@ -185,7 +215,7 @@ export class RiskEngine {
   /** Computes one round of assessments at `now` (does not store them). */
   async compute(now = Date.now()): Promise<RiskAssessment[]> {
     const cfg = this.config;
-    const [vmRows, runRows, failureRows, trendRows, eventRows] = await Promise.all([
+    const [vmRows, runRows, failureRows, trendRows, eventRows, unstressedRows] = await Promise.all([
       this.db.query(`SELECT uuid, arg_max(name, updated_at_ms) AS name, arg_max(agent_id, updated_at_ms) AS agent_id,
           arg_max(vcpus, updated_at_ms) AS vcpus, arg_max(memory_mb, updated_at_ms) AS memory_mb,
           arg_max(CAST(labels AS VARCHAR), updated_at_ms) AS labels
@@ -206,6 +236,7 @@ export class RiskEngine {
           now - cfg.production_failure_window_h * 3_600_000,
         ],
       ),
+      this.db.query(UNSTRESSED_SQL, [now - cfg.unstressed_window_h * 3_600_000, cfg.unstressed_min_captures]),
     ]);
     const sightings = new Map<string, ProductionSighting>();
     for (const e of eventRows) {
@@ -347,7 +378,63 @@ export class RiskEngine {
         );
       }
     }
+    this.addUnstressed(out, unstressedRows, vms, trends, now);
     return out.map((a) => this.withProduction(a, sightings));
+  }
+
+  /**
+   * Signatures the VM fails with unstressed (UNSTRESSED_SQL) replace what the boundary said: its
+   * present state fails within a shadow run, so P = 1 and the time to failure is now. A signature
+   * only the controls showed gets an assessment of its own.
+   */
+  private addUnstressed(
+    out: RiskAssessment[],
+    rows: Record<string, unknown>[],
+    vms: Map<string, VmInfo>,
+    trends: Map<string, Map<ForecastDimension, Trend>>,
+    now: number,
+  ): void {
+    for (const row of rows) {
+      const vm = vms.get(String(row["vm_uuid"]));
+      if (!vm) continue;
+      const fp = String(row["fingerprint"]);
+      const u: UnstressedFailure = {
+        captures: num(row["captures"]),
+        runs: num(row["runs"]),
+        last_ms: num(row["last_ms"]),
+        run_ids: (row["run_ids"] as unknown[]).map(String),
+      };
+      let i = out.findIndex((a) => a.vm_uuid === vm.uuid && a.fingerprint === fp && a.source === "own");
+      if (i < 0) {
+        const sig = { fingerprint: fp, title: String(row["title"]), class: String(row["class"]) };
+        i = out.push(this.assess(now, vm, sig, estimateBoundary([]), trends.get(vm.uuid), "own", [])) - 1;
+      }
+      out[i] = this.failingUnstressed(out[i]!, u);
+    }
+  }
+
+  private failingUnstressed(a: RiskAssessment, u: UnstressedFailure): RiskAssessment {
+    // Each further capture that fails the same way adds to the confidence; two give 0.8 (high).
+    const confidence = Math.min(0.95, 0.5 + 0.15 * u.captures);
+    const runs = `${u.run_ids.slice(0, 4).join(", ")}${u.run_ids.length > 4 ? ", ..." : ""}`;
+    return {
+      ...a,
+      status: "assessed",
+      probability: 1,
+      confidence,
+      confidence_level: confidenceLevel(confidence),
+      time_to_failure_h: 0,
+      detail: { ...a.detail, unstressed: u },
+      fails_unstressed: true,
+      explanation: `Fails without stress: ${a.vm_name}'s unstressed control shadows failed with "${a.title}" on ${u.captures} separate live captures (control runs ${runs}, the last at ${new Date(u.last_ms).toISOString()}), so its present state fails within a shadow run with nothing added. ${a.explanation}`,
+      mitigations: [
+        {
+          action: `restart ${a.vm_name} in a controlled way now (or move its service off it), before "${a.title}" happens on its own`,
+          because: `its state, captured live ${u.captures} times, failed with ${a.class} in every unstressed control shadow; the control shadows' consoles (runs ${runs}) show how`,
+        },
+        ...a.mitigations,
+      ],
+    };
   }
 
   /**
@@ -674,12 +761,13 @@ export function assessmentFromRow(r: Record<string, unknown>): RiskAssessment {
   };
 }
 
-/** The detail JSON and the two production fields read from it. */
+/** The detail JSON and the fields read from it (production sightings, failing unstressed). */
 function productionFields(detail: Record<string, unknown>) {
   return {
     detail,
     precursor: (detail["precursor"] as ProductionSighting | undefined) ?? null,
     observed_in_production: detail["production_failure"] !== undefined,
+    fails_unstressed: detail["unstressed"] !== undefined,
   };
 }
 
