@@ -269,17 +269,25 @@ const crashedControl =
     control: { healthy: false, reason: `the control failed: ${crash.title}` },
   });
 
-/** Runs one profile on a runner that can recapture until it throws; the fresh captures taken. */
-async function runUntilError(lab: ScriptedLab, message: RegExp, o: { maxRecaptures?: number } = {}) {
+/**
+ * Runs one profile on a runner that can recapture (by default successfully) until it throws;
+ * returns the fresh captures asked for.
+ */
+async function runUntilError(
+  lab: ScriptedLab,
+  message: RegExp,
+  o: { maxRecaptures?: number; recapture?: () => Promise<RestoredCapture> } = {},
+) {
   let taken = 0;
+  const { recapture = async () => capture, ...rest } = o;
   const runner = new ShadowTrialRunner({
     lab: lab as unknown as ShadowLab,
     capture,
     reporter: new RunReporter(ctx, undefined, undefined),
-    ...o,
-    recapture: async () => {
+    ...rest,
+    recapture: () => {
       taken++;
-      return capture;
+      return recapture();
     },
   });
   try {
@@ -351,6 +359,19 @@ test("a control that fails the same way on a fresh capture: the VM fails unstres
   );
   assert.is(taken, 1, "one fresh capture, not the two allowed");
   assert.is(lab.calls.length, 2);
+});
+
+test("a fresh capture that fails ends the batch with an error naming why it was taken", async () => {
+  const taken = await runUntilError(
+    new ScriptedLab([crashedControl("b1")]),
+    /^a fresh capture, taken because the control failed: QEMU: guest panicked, failed: VM prod is not running$/,
+    {
+      recapture: async () => {
+        throw new Error("VM prod is not running");
+      },
+    },
+  );
+  assert.is(taken, 1);
 });
 
 test("an inconclusive run under a healthy control is retried on the same capture", async () => {

@@ -15,7 +15,7 @@
 // capture (a few times per campaign at most), and its control validates that capture in turn. A
 // control that fails the same way on the fresh capture says the VM itself fails unstressed: then
 // the batch ends with an error that says so, without pausing production for yet another capture.
-import type { StressProfile } from "@shadowvm/shared";
+import { describeError, type StressProfile } from "@shadowvm/shared";
 import type { DetectedFailure } from "../detection/index.js";
 import type { TrialRunner } from "../explorer/runner.js";
 import { OracleError } from "../explorer/runner.js";
@@ -119,7 +119,11 @@ export class ShadowTrialRunner implements TrialRunner {
     if (!recapture || this.recaptures >= maxRecaptures) return false;
     if (this.options.signal?.aborted) throw new OracleError("the campaign was stopped", []);
     this.recaptures++;
-    this.capture = await recapture(reason);
+    try {
+      this.capture = await recapture(reason);
+    } catch (err) {
+      throw new OracleError(`a fresh capture, taken because ${reason}, failed: ${describeError(err)}`, []);
+    }
     return true;
   }
 
