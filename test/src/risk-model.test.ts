@@ -367,6 +367,9 @@ test("a VM whose unstressed controls fail the same way on two captures in a row 
     h.run("u-unlucky", "unlucky-1", "u1", { memory_load: 0.9 }, OOM, [], { capture: "cap-d" });
     h.run("u-unlucky", "unlucky-1", "u2", { memory_load: 0.4 }, undefined, [], { capture: "cap-d" });
     h.telemetry("u-unlucky", (_t, i) => ({ memory: 0.3 + noise(i) }));
+    // ghost-1: no inventory yet and no conclusive run, only its two failing controls.
+    h.run("u-ghost", "ghost-1", "g-c1", control, LOCKUP, [], { control: true, capture: "cap-g" });
+    h.run("u-ghost", "ghost-1", "g-c2", control, LOCKUP, [], { control: true, capture: "cap-h" });
     await h.commit(store);
     const conn = await store.connectReader();
     try {
@@ -400,6 +403,13 @@ test("a VM whose unstressed controls fail the same way on two captures in a row 
         "crashing controls of captures apart are no signature of the VM",
       );
       assert.not.ok(unlucky[0]!.fails_unstressed);
+
+      const ghost = all.filter((a) => a.vm_uuid === "u-ghost");
+      assert.equal(
+        ghost.map((a) => [a.vm_name, a.title, a.probability, a.fails_unstressed]),
+        [["ghost-1", LOCKUP.title, 1, true]],
+        "a VM known only from its failing controls is assessed too",
+      );
 
       // Stored and read back: the mark survives (it lives in the detail).
       const engine = new RiskEngine(queryable(conn), config.risk);

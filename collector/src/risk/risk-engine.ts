@@ -45,7 +45,8 @@ const RUN_SIGNATURES_SQL = `
  */
 const UNSTRESSED_SQL = `
   WITH run_sig AS (${RUN_SIGNATURES_SQL})
-  SELECT r.vm_uuid, f.fingerprint, any_value(f.title) AS title, any_value(f.class) AS class,
+  SELECT r.vm_uuid, any_value(r.vm_name) AS vm_name, r.agent_id, f.fingerprint,
+    any_value(f.title) AS title, any_value(f.class) AS class,
     count(DISTINCT r.capture_id) AS captures, count(*) AS runs, max(r.finished_at_ms) AS last_ms,
     list(DISTINCT r.id ORDER BY r.id) AS run_ids
   FROM shadow_runs r
@@ -390,13 +391,21 @@ export class RiskEngine {
   private addUnstressed(
     out: RiskAssessment[],
     rows: Record<string, unknown>[],
-    vms: Map<string, VmInfo>,
+    vms: ReadonlyMap<string, VmInfo>,
     trends: Map<string, Map<ForecastDimension, Trend>>,
     now: number,
   ): void {
     for (const row of rows) {
-      const vm = vms.get(String(row["vm_uuid"]));
-      if (!vm) continue;
+      const uuid = String(row["vm_uuid"]);
+      // A VM known only from these runs (no inventory yet, every stressed run inconclusive).
+      const vm: VmInfo = vms.get(uuid) ?? {
+        uuid,
+        name: String(row["vm_name"]),
+        agent_id: String(row["agent_id"]),
+        vcpus: 0,
+        memory_mb: 0,
+        labels: {},
+      };
       const fp = String(row["fingerprint"]);
       const u: UnstressedFailure = {
         captures: num(row["captures"]),
