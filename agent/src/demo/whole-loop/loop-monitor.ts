@@ -26,8 +26,6 @@ export interface MonitorState {
   /** When this process first saw a stored failure through the API. */
   firstFailureSeenAtMs?: number;
   risk: Map<string, RiskAssessment>;
-  /** Alertmanager alerts by VM name, first sighting kept. */
-  alerts: Map<string, ReceivedAlert>;
   /** Every alert ever seen in Alertmanager (fingerprinted by labels): first sighting, latest copy. */
   allAlerts: Map<string, ReceivedAlert>;
 }
@@ -63,7 +61,6 @@ export class LoopMonitor {
     runs: new Map(),
     failures: new Map(),
     risk: new Map(),
-    alerts: new Map(),
     allAlerts: new Map(),
   };
   private lastSamplesNote = 0;
@@ -254,11 +251,9 @@ export class LoopMonitor {
       const key = JSON.stringify(a.labels);
       const seen = this.state.allAlerts.get(key);
       this.state.allAlerts.set(key, { seenAtMs: seen?.seenAtMs ?? this.now(), alert: a });
-      const vm = a.labels["vm"] ?? "?";
-      if (!this.state.alerts.has(vm)) this.state.alerts.set(vm, { seenAtMs: this.now(), alert: a });
       if (!seen)
         this.o.say(
-          `ALERT in Alertmanager: ${vm} ${a.labels["severity"]} ${a.labels["failure_class"]}: ${a.annotations["summary"]}; confidence ${a.annotations["confidence"]}; mitigation: ${firstStep(a.annotations["mitigation"])}`,
+          `ALERT in Alertmanager: ${a.labels["vm"] ?? "?"} ${a.labels["severity"]} ${a.labels["failure_class"]}: ${a.annotations["summary"]}; confidence ${a.annotations["confidence"]}; mitigation: ${firstStep(a.annotations["mitigation"])}`,
         );
     }
   }

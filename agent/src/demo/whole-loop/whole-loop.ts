@@ -377,7 +377,7 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
       const s = mon.state;
       if (s.campaignError)
         throw new ShadowvmError("demo", "campaign-failed", `the campaign failed: ${s.campaignError}`);
-      if (s.alerts.has(HEALTHY_VM)) summary.healthy_alerted = true;
+      if (mon.firstAlert(HEALTHY_VM)) summary.healthy_alerted = true;
       const oom = watch.first("oom");
       if (oom && summary.production_failed_at_ms === undefined) {
         summary.production_failed_at_ms = oom.seenAtMs;
@@ -394,7 +394,7 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
         if (mon.lastRiskRoundMs() > lastFailure && (lastFailure > 0 || s.runs.size > 0)) doneAt = Date.now();
       }
       const alertOrGrace =
-        s.alerts.has(PRODUCTION_VM) || (doneAt !== undefined && Date.now() - doneAt > 20_000);
+        mon.firstAlert(PRODUCTION_VM) !== undefined || (doneAt !== undefined && Date.now() - doneAt > 20_000);
       if (doneAt !== undefined && alertOrGrace) {
         if (!o.untilProductionFails) break;
         if (summary.production_failed_at_ms !== undefined) break;
@@ -535,7 +535,7 @@ function fillSummary(
     summary.alert_received_at_ms = prodAlert.seenAtMs;
     summary.alert = prodAlert.alert;
   }
-  summary.healthy_alerted = s.alerts.has(HEALTHY_VM);
+  summary.healthy_alerted = monitor.firstAlert(HEALTHY_VM) !== undefined;
   summary.alertmanager_alerts = [...s.allAlerts.values()].map((a) => a.alert);
   if (
     o.untilProductionFails &&
