@@ -61,8 +61,6 @@ export class ShadowTrialRunner implements TrialRunner {
   private readonly options: ShadowTrialRunnerOptions;
   private capture: RestoredCapture;
   private controlDone = false;
-  /** Why the last batch's control was unhealthy, and its first failure; undefined when healthy or absent. */
-  private unhealthyControl: { reason: string; failure?: DetectedFailure | undefined } | undefined;
   /** The failure of the control that made the campaign take its last fresh capture. */
   private rejectedFor: DetectedFailure | undefined;
 
@@ -83,7 +81,7 @@ export class ShadowTrialRunner implements TrialRunner {
       });
       pending = pending.filter((i) => final[i]!.outcome === "inconclusive");
       if (pending.length === 0) break;
-      const control = this.unhealthyControl;
+      const control = this.lastUnhealthyControl();
       const again = control?.failure;
       if (again && this.rejectedFor?.fingerprint === again.fingerprint) {
         // The same failure unstressed on a fresh capture: it is the VM, not its capture, and
@@ -111,6 +109,16 @@ export class ShadowTrialRunner implements TrialRunner {
       outcomes.push({ failed: run.outcome === "failed", signatures: primarySignature(run) });
     }
     return outcomes;
+  }
+
+  /** Why the last batch's control was unhealthy, and its first failure; undefined when healthy or absent. */
+  private lastUnhealthyControl(): { reason: string; failure: DetectedFailure | undefined } | undefined {
+    const last = this.batches.at(-1);
+    if (!last?.control || last.control.healthy) return undefined;
+    return {
+      reason: last.control.reason ?? "the control shadow was unhealthy",
+      failure: last.runs.find((r) => r.control)?.failures[0],
+    };
   }
 
   /** A fresh capture when the campaign can take one and has some left; false otherwise. */
@@ -153,14 +161,7 @@ export class ShadowTrialRunner implements TrialRunner {
     const finishedAt = Date.parse(result.finishedAt);
     for (const run of result.runs) await reporter.finished(run, finishedAt);
     this.options.onBatch?.(result);
-    this.unhealthyControl =
-      result.control && !result.control.healthy
-        ? {
-            reason: result.control.reason ?? "the control shadow was unhealthy",
-            failure: result.runs.find((r) => r.control)?.failures[0],
-          }
-        : undefined;
-    if (this.unhealthyControl !== undefined) {
+    if (result.control && !result.control.healthy) {
       // Without a healthy control no stressed outcome can be trusted (decideOutcome made them
       // inconclusive); the control runs again with the retry.
       this.controlDone = false;
