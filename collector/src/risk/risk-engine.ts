@@ -149,6 +149,11 @@ interface VmInfo {
   labels: Record<string, string>;
 }
 
+/** A VM the collector knows only from shadow runs (no inventory yet): no size, no labels. */
+function vmSeenInRuns(uuid: string, name: string, agentId: string): VmInfo {
+  return { uuid, name, agent_id: agentId, vcpus: 0, memory_mb: 0, labels: {} };
+}
+
 interface RunRow {
   id: string;
   agent_id: string;
@@ -269,15 +274,7 @@ export class RiskEngine {
       values: profileValues(parseJson(r["profile"], {})),
     }));
     for (const r of runs) {
-      if (!vms.has(r.vm_uuid))
-        vms.set(r.vm_uuid, {
-          uuid: r.vm_uuid,
-          name: r.vm_name,
-          agent_id: r.agent_id,
-          vcpus: 0,
-          memory_mb: 0,
-          labels: {},
-        });
+      if (!vms.has(r.vm_uuid)) vms.set(r.vm_uuid, vmSeenInRuns(r.vm_uuid, r.vm_name, r.agent_id));
     }
     // Signatures per run (agent_id + run id), and every signature's title and class.
     const runSigs = new Map<string, Set<string>>();
@@ -398,14 +395,7 @@ export class RiskEngine {
     for (const row of rows) {
       const uuid = String(row["vm_uuid"]);
       // A VM known only from these runs (no inventory yet, every stressed run inconclusive).
-      const vm: VmInfo = vms.get(uuid) ?? {
-        uuid,
-        name: String(row["vm_name"]),
-        agent_id: String(row["agent_id"]),
-        vcpus: 0,
-        memory_mb: 0,
-        labels: {},
-      };
+      const vm = vms.get(uuid) ?? vmSeenInRuns(uuid, String(row["vm_name"]), String(row["agent_id"]));
       const fp = String(row["fingerprint"]);
       const u: UnstressedFailure = {
         captures: num(row["captures"]),
