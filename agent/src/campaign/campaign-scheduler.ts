@@ -1,6 +1,9 @@
 // The campaigns `serve` runs by itself (config `campaigns`): after first_delay_s, and then every
 // interval_s per VM, one campaign at a time on this host (the host guard bounds each campaign's
 // shadows; running several campaigns at once would only make them queue for the same budget).
+// A campaign that ends without finishing (its capture failed, its control kept failing, e.g. a VM
+// that fails even unstressed) doubles that VM's interval, up to backoff_max_s: every campaign
+// pauses production for a capture, and repeating one that cannot finish only costs pauses.
 // When each VM was last shadowed is kept in <data_dir>/campaigns.json, so a restarted agent does
 // not start over. Stopping aborts the running campaign, which tears its shadows down.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
@@ -24,9 +27,36 @@ export interface CampaignSchedulerOptions {
   signatures: SignatureDb;
   /** The production operating point per VM uuid, from the telemetry loop. */
   operatingPoint?: (uuid: string) => ProductionVmData | undefined;
+  /** Runs one campaign (default: runShadowCampaign on real shadows; tests put a stand-in here). */
+  runCampaign?: (driver: QemuDriver, vm: VmInventory) => Promise<CampaignReport>;
+  now?: () => number;
 }
 
-type History = Record<string, { last_started_ms: number; last_finished_ms?: number; last_error?: string }>;
+/** What campaigns.json keeps per VM uuid. */
+export interface CampaignHistoryEntry {
+  last_started_ms: number;
+  /** When the last campaign ended, finished or not. */
+  last_finished_ms?: number;
+  /** Why the last campaign did not finish (absent once one finishes). */
+  last_error?: string;
+  /** Campaigns in a row that did not finish: each one doubles the interval. */
+  unfinished_in_a_row?: number;
+}
+type History = Record<string, CampaignHistoryEntry>;
+
+/**
+ * When a VM's next campaign is due: interval_s after the last start, doubled for every campaign in
+ * a row that did not finish, at most backoff_max_s (and never less than interval_s).
+ */
+export function nextCampaignDueMs(
+  entry: CampaignHistoryEntry | undefined,
+  c: { interval_s: number; backoff_max_s: number },
+): number {
+  if (!entry) return 0;
+  const doublings = Math.min(entry.unfinished_in_a_row ?? 0, 30);
+  const waitS = Math.max(c.interval_s, Math.min(c.interval_s * 2 ** doublings, c.backoff_max_s));
+  return entry.last_started_ms + waitS * 1000;
+}
 
 export function explorerStateDir(config: AgentConfig): string {
   return join(config.data_dir, "explorer");
@@ -41,8 +71,11 @@ export class CampaignScheduler {
   private loop: Promise<void> | undefined;
   private stopped = false;
 
+  private readonly now: () => number;
+
   constructor(options: CampaignSchedulerOptions) {
     this.o = options;
+    this.now = options.now ?? Date.now;
     this.historyFile = join(options.config.data_dir, "campaigns.json");
   }
 
@@ -65,7 +98,7 @@ export class CampaignScheduler {
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.loop = this.round().finally(() => {
+      this.loop = this.runDue().finally(() => {
         this.loop = undefined;
         // Re-check at least every minute: a VM that appeared, or the next one due.
         this.schedule(Math.min(60_000, this.o.config.campaigns.interval_s * 1000));
@@ -75,7 +108,7 @@ export class CampaignScheduler {
   }
 
   /** Runs a campaign for every target VM that is due, one after the other. */
-  private async round(): Promise<void> {
+  async runDue(): Promise<void> {
     const c = this.o.config.campaigns;
     const history = this.readHistory();
     let targets: VmInventory[];
@@ -90,21 +123,44 @@ export class CampaignScheduler {
     try {
       for (const vm of targets) {
         if (this.stopped) return;
-        const last = history[vm.uuid]?.last_started_ms ?? 0;
-        if (Date.now() - last < c.interval_s * 1000) continue;
+        const before = history[vm.uuid];
+        if (this.now() < nextCampaignDueMs(before, c)) continue;
         if (!this.o.spool.admitShadowWork()) {
           this.o.logger.warn({ vm: vm.name }, "campaigns: spool nearly full, campaign postponed");
           return;
         }
-        history[vm.uuid] = { last_started_ms: Date.now() };
+        const entry: CampaignHistoryEntry = {
+          last_started_ms: this.now(),
+          ...(before?.unfinished_in_a_row ? { unfinished_in_a_row: before.unfinished_in_a_row } : {}),
+        };
+        history[vm.uuid] = entry;
         this.writeHistory(history);
+        let unfinished: string | undefined;
         try {
-          const report = await this.runOne(driver, vm);
+          const report = await (this.o.runCampaign ?? ((d, v) => this.runOne(d, v)))(driver, vm);
           this.reports.push(report);
-          history[vm.uuid]!.last_finished_ms = Date.now();
+          unfinished = report.explore.error?.message;
         } catch (err) {
-          history[vm.uuid]!.last_error = describeError(err);
-          this.o.logger.error({ vm: vm.name, err: describeError(err) }, "campaigns: campaign failed");
+          unfinished = describeError(err);
+          this.o.logger.error({ vm: vm.name, err: unfinished }, "campaigns: campaign failed");
+        }
+        // A campaign cut short by stopping the agent says nothing about the VM.
+        if (this.stopped) return;
+        entry.last_finished_ms = this.now();
+        if (unfinished === undefined) {
+          delete entry.unfinished_in_a_row;
+        } else {
+          entry.last_error = unfinished;
+          entry.unfinished_in_a_row = (entry.unfinished_in_a_row ?? 0) + 1;
+          this.o.logger.warn(
+            {
+              vm: vm.name,
+              unfinished_in_a_row: entry.unfinished_in_a_row,
+              next_campaign_in_s: Math.round((nextCampaignDueMs(entry, c) - this.now()) / 1000),
+              reason: unfinished,
+            },
+            "campaigns: backing off",
+          );
         }
         this.writeHistory(history);
       }

@@ -217,6 +217,14 @@ const campaignsSchema = z
       .number()
       .positive()
       .default(6 * 3600),
+    /**
+     * Longest wait between two campaigns of a VM whose campaigns keep ending unfinished (each one
+     * doubles interval_s up to this; e.g. a VM that fails even unstressed).
+     */
+    backoff_max_s: z
+      .number()
+      .positive()
+      .default(48 * 3600),
     /** Seconds after the agent starts before the first campaign (lets telemetry build an operating point). */
     first_delay_s: z.number().min(0).default(300),
     /** VMs to shadow, by name or uuid; empty = every VM the agent sees. */
