@@ -1,6 +1,6 @@
 // `shadowvm-agent vms` end to end: the demo guest booted under real QEMU and read through the
 // agent's command line, plus the one-line errors an operator gets for bad input.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -132,5 +132,7 @@ test("bad config names the key, the expected and the actual value; exit code 2",
   assert.is(env.code, 2);
   assertOneErrorLine(env, /agent_id is invalid: .*\(actual: "bad id!"\)/);
 });
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 test.run();

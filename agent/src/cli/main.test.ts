@@ -1,5 +1,5 @@
 // The agent CLI in-process: dispatch, usage errors and exit codes, and parse-console's output.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
@@ -82,5 +82,7 @@ test("parse-console on a missing file is one clear usage error", async () => {
   assert.is(res.code, 2);
   assert.match(res.err, /cannot read .*missing\.log: ENOENT/);
 });
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 test.run();

@@ -21,9 +21,21 @@ export function ensureGuestImage(): Promise<{ dir: string; ms: number }> {
   return image;
 }
 
-/** A short work dir under /tmp (unix socket paths must stay under 108 bytes). */
+const workDirs: string[] = [];
+
+/**
+ * A short work dir under /tmp (unix socket paths must stay under 108 bytes), removed when the test
+ * process exits (captures in it weigh ~150 MB); SHADOWVM_KEEP_TEST_DIRS=1 keeps them for debugging.
+ */
 export function tempWorkDir(prefix = "svm-e2e-"): string {
-  return mkdtempSync(join("/tmp", prefix));
+  const dir = mkdtempSync(join("/tmp", prefix));
+  if (workDirs.length === 0 && process.env.SHADOWVM_KEEP_TEST_DIRS !== "1") {
+    process.on("exit", () => {
+      for (const d of workDirs) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  workDirs.push(dir);
+  return dir;
 }
 
 export type DemoVmTestOptions = Omit<DemoVmOptions, "workDir" | "guestDir"> & {
