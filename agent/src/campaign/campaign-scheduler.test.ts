@@ -1,7 +1,7 @@
 // The scheduler's bookkeeping without QEMU: which VM is due, and the back-off after campaigns that
 // end unfinished. The campaign itself is a stand-in here; real campaigns run in
 // test/src/explore-real-shadows.test.ts and test/src/unusable-capture.test.ts.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "@shadowvm/shared";
@@ -10,25 +10,11 @@ import * as assert from "uvu/assert";
 import { type AgentConfig, agentConfigSchema } from "../config/agent-config.js";
 import type { VmInventory } from "../hypervisor/driver.js";
 import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
-import { type CampaignHistoryEntry, CampaignScheduler, nextCampaignDueMs } from "./campaign-scheduler.js";
+import type { CampaignHistoryEntry } from "./campaign-history.js";
+import { CampaignScheduler } from "./campaign-scheduler.js";
 import type { CampaignReport } from "./shadow-campaign.js";
 
 const HOUR = 3600_000;
-
-test("next campaign: interval after the last start, doubled per unfinished campaign, capped", () => {
-  const c = { interval_s: 3600, backoff_max_s: 4 * 3600 };
-  assert.is(nextCampaignDueMs(undefined, c), 0, "a VM never shadowed is due at once");
-  const at = (n: number) => nextCampaignDueMs({ last_started_ms: 1000, unfinished_in_a_row: n }, c) - 1000;
-  assert.equal([0, 1, 2, 3, 10].map(at), [HOUR, 2 * HOUR, 4 * HOUR, 4 * HOUR, 4 * HOUR]);
-  // A cap below the interval never shortens the interval.
-  assert.is(
-    nextCampaignDueMs(
-      { last_started_ms: 0, unfinished_in_a_row: 2 },
-      { interval_s: 3600, backoff_max_s: 60 },
-    ),
-    HOUR,
-  );
-});
 
 interface LogLine {
   level: string;
@@ -140,6 +126,26 @@ test("the back-off survives a restart of the agent (campaigns.json)", async () =
     clock.now = first.started[0]! + 2 * HOUR;
     await again.s.runDue();
     assert.is(again.started.length, 1, "due 2 h after it");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("an unreadable history is kept aside and campaigns go on", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "svm-sched-"));
+  try {
+    writeFileSync(join(dir, "campaigns.json"), "{torn write");
+    const clock = { now: 10 * HOUR };
+    const { s, lines, started, history } = scheduler(dir, clock, [undefined]);
+    await s.runDue();
+    assert.is(started.length, 1, "the VM counts as due");
+    const warning = lines.find((l) => l.msg === "campaigns: history unreadable, starting over");
+    assert.ok(warning, JSON.stringify(lines));
+    assert.match(String(warning.fields.err), /cannot be read as the campaign history/);
+    const kept = readdirSync(dir).filter((f) => f.startsWith("campaigns.json.unreadable-"));
+    assert.is(kept.length, 1);
+    assert.is(readFileSync(join(dir, kept[0]!), "utf8"), "{torn write");
+    assert.equal(history()[VM.uuid]!.vm_name, "web-1");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -6,8 +6,8 @@
 // pauses production for a capture, and repeating one that cannot finish only costs pauses.
 // When each VM was last shadowed is kept in <data_dir>/campaigns.json, so a restarted agent does
 // not start over. Stopping aborts the running campaign, which tears its shadows down.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { renameSync } from "node:fs";
+import { join } from "node:path";
 import { describeError, type Logger } from "@shadowvm/shared";
 import type { AgentConfig } from "../config/agent-config.js";
 import type { ProductionVmData } from "../explorer/baseline.js";
@@ -17,6 +17,14 @@ import type { VmInventory } from "../hypervisor/driver.js";
 import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 import type { SignatureDb } from "../signatures/index.js";
 import type { Spool } from "../spool/spool.js";
+import {
+  type CampaignHistory,
+  type CampaignHistoryEntry,
+  campaignHistoryFile,
+  nextCampaignDueMs,
+  readCampaignHistory,
+  writeCampaignHistory,
+} from "./campaign-history.js";
 import { type CampaignEvent, type CampaignReport, runShadowCampaign } from "./shadow-campaign.js";
 
 export interface CampaignSchedulerOptions {
@@ -30,32 +38,6 @@ export interface CampaignSchedulerOptions {
   /** Runs one campaign (default: runShadowCampaign on real shadows; tests put a stand-in here). */
   runCampaign?: (driver: QemuDriver, vm: VmInventory) => Promise<CampaignReport>;
   now?: () => number;
-}
-
-/** What campaigns.json keeps per VM uuid. */
-export interface CampaignHistoryEntry {
-  last_started_ms: number;
-  /** When the last campaign ended, finished or not. */
-  last_finished_ms?: number;
-  /** Why the last campaign did not finish (absent once one finishes). */
-  last_error?: string;
-  /** Campaigns in a row that did not finish: each one doubles the interval. */
-  unfinished_in_a_row?: number;
-}
-type History = Record<string, CampaignHistoryEntry>;
-
-/**
- * When a VM's next campaign is due: interval_s after the last start, doubled for every campaign in
- * a row that did not finish, at most backoff_max_s (and never less than interval_s).
- */
-export function nextCampaignDueMs(
-  entry: CampaignHistoryEntry | undefined,
-  c: { interval_s: number; backoff_max_s: number },
-): number {
-  if (!entry) return 0;
-  const doublings = Math.min(entry.unfinished_in_a_row ?? 0, 30);
-  const waitS = Math.max(c.interval_s, Math.min(c.interval_s * 2 ** doublings, c.backoff_max_s));
-  return entry.last_started_ms + waitS * 1000;
 }
 
 export function explorerStateDir(config: AgentConfig): string {
@@ -76,7 +58,7 @@ export class CampaignScheduler {
   constructor(options: CampaignSchedulerOptions) {
     this.o = options;
     this.now = options.now ?? Date.now;
-    this.historyFile = join(options.config.data_dir, "campaigns.json");
+    this.historyFile = campaignHistoryFile(options.config);
   }
 
   start(): void {
@@ -130,11 +112,12 @@ export class CampaignScheduler {
           return;
         }
         const entry: CampaignHistoryEntry = {
+          vm_name: vm.name,
           last_started_ms: this.now(),
           ...(before?.unfinished_in_a_row ? { unfinished_in_a_row: before.unfinished_in_a_row } : {}),
         };
         history[vm.uuid] = entry;
-        this.writeHistory(history);
+        writeCampaignHistory(this.historyFile, history);
         let unfinished: string | undefined;
         try {
           const report = await (this.o.runCampaign ?? ((d, v) => this.runOne(d, v)))(driver, vm);
@@ -162,7 +145,7 @@ export class CampaignScheduler {
             "campaigns: backing off",
           );
         }
-        this.writeHistory(history);
+        writeCampaignHistory(this.historyFile, history);
       }
     } finally {
       await driver.close();
@@ -233,19 +216,19 @@ export class CampaignScheduler {
     }
   }
 
-  private readHistory(): History {
+  private readHistory(): CampaignHistory {
     try {
-      return JSON.parse(readFileSync(this.historyFile, "utf8")) as History;
-    } catch {
+      return readCampaignHistory(this.historyFile);
+    } catch (err) {
+      // Campaigns go on (every VM counts as due); the unreadable file is kept for a look.
+      const keptAs = `${this.historyFile}.unreadable-${this.now()}`;
+      renameSync(this.historyFile, keptAs);
+      this.o.logger.warn(
+        { err: describeError(err), kept_as: keptAs },
+        "campaigns: history unreadable, starting over",
+      );
       return {};
     }
-  }
-
-  private writeHistory(h: History): void {
-    mkdirSync(dirname(this.historyFile), { recursive: true });
-    const tmp = `${this.historyFile}.tmp`;
-    writeFileSync(tmp, JSON.stringify(h, null, 2));
-    renameSync(tmp, this.historyFile);
   }
 }
 

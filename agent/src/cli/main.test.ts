@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { writeCampaignHistory } from "../campaign/campaign-history.js";
+import type { CampaignStatus } from "./campaigns-command.js";
 import { main } from "./main.js";
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -81,6 +83,44 @@ test("parse-console on a missing file is one clear usage error", async () => {
   const res = await run(["parse-console", join(dir, "missing.log")]);
   assert.is(res.code, 2);
   assert.match(res.err, /cannot read .*missing\.log: ENOENT/);
+});
+
+test("campaigns lists each VM's last campaign, its back-off and when the next is due", async () => {
+  const data = join(dir, "campaigns-data");
+  const empty = await run(["campaigns", "--data-dir", data]);
+  assert.is(empty.code, 0);
+  assert.match(empty.err, "no campaigns have run on this host yet");
+  const t = Date.parse("2026-11-28T00:00:00Z");
+  writeCampaignHistory(join(data, "campaigns.json"), {
+    "u-db": { vm_name: "db-1", last_started_ms: t, last_finished_ms: t + 600_000 },
+    "u-web": {
+      vm_name: "web-1",
+      last_started_ms: t,
+      last_finished_ms: t + 300_000,
+      unfinished_in_a_row: 2,
+      last_error: "the control shadow failed the same way on a fresh capture: the VM fails without stress",
+    },
+  });
+  const res = await run(["campaigns", "--data-dir", data, "--json"]);
+  assert.is(res.code, 0, res.err);
+  const rows = JSON.parse(res.out) as CampaignStatus[];
+  // Defaults: interval_s 6 h, backoff_max_s 48 h; two unfinished in a row -> 24 h.
+  assert.equal(
+    rows.map((r) => [r.vm_name, r.state, r.unfinished_in_a_row, r.next_due]),
+    [
+      ["db-1", "finished", 0, "2026-11-28T06:00:00.000Z"],
+      ["web-1", "unfinished", 2, "2026-11-29T00:00:00.000Z"],
+    ],
+  );
+  const table = await run(["campaigns", "--data-dir", data]);
+  assert.match(
+    table.out,
+    /web-1\s+u-web\s+.*unfinished\s+2\s+2026-11-29T00:00:00.000Z\s+the control shadow failed/,
+  );
+  writeFileSync(join(data, "campaigns.json"), "[1]");
+  const bad = await run(["campaigns", "--data-dir", data]);
+  assert.is(bad.code, 1);
+  assert.match(bad.err, /campaigns\.json is not a campaign history: expected an object of VM uuid/);
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -2,6 +2,7 @@
 // frame (shared/src/cli/command-line.ts) dispatches and turns errors into one clear line and an
 // exit code: 0 ok, 1 the operation failed, 2 bad usage or configuration.
 import { type CliProgram, runProgram, stdio } from "@shadowvm/shared";
+import { CAMPAIGNS_USAGE, campaignsCommand } from "./campaigns-command.js";
 import { CAPTURE_USAGE, CAPTURES_USAGE, captureCommand, capturesCommand } from "./capture-commands.js";
 import { type CommandContext, GLOBAL_USAGE, type Output } from "./cli-context.js";
 import { ENROLL_USAGE, enrollCommand } from "./enroll-command.js";
@@ -32,6 +33,11 @@ const COMMANDS: CliProgram<CommandContext>["commands"] = {
     summary: "list, verify or remove stored captures",
     usage: CAPTURES_USAGE,
     run: capturesCommand,
+  },
+  campaigns: {
+    summary: "when serve last shadowed each VM, how it ended, and when the next campaign is due",
+    usage: CAMPAIGNS_USAGE,
+    run: campaignsCommand,
   },
   shadow: {
     summary: "run isolated, stressed shadows of a capture and report how the guest breaks",
