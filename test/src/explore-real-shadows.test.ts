@@ -72,7 +72,11 @@ test("a 12-run adaptive campaign on real shadows finds >= 2 distinct failure sig
       assert.type(b.observed_min_stress, "number");
       assert.ok(b.min_stress <= b.observed_min_stress, `${fp}: ${b.min_stress} > ${b.observed_min_stress}`);
       assert.ok(b.needs.length >= 1, `${fp} needs some stress`);
-      const needs = b.needs.map(needLabel).join(" ");
+      for (const n of b.needs) {
+        // The estimate lies in the bracket the runs without and with the signature put it in.
+        assert.ok(n.between[0] <= n.at_least && n.at_least <= n.between[1], `${fp} ${JSON.stringify(n)}`);
+      }
+      const needs = b.needs.map((n) => `${needLabel(n)} (runs ${n.between.join("-")})`).join(" ");
       log(
         `boundary ${out.signatures[fp]?.title}: least stress seen ${b.observed_min_stress}, estimated ${b.min_stress}, needs ${needs}`,
       );

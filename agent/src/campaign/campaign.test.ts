@@ -9,6 +9,7 @@ import { DEFAULT_PROFILE_BOUNDS, failureFingerprint, type StressProfile, shadowv
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import type { DetectedFailure } from "../detection/index.js";
+import type { SignatureBoundary } from "../explorer/boundary.js";
 import { OracleError } from "../explorer/runner.js";
 import type { RestoredCapture } from "../shadow/restored-capture.js";
 import type { CampaignOptions, CampaignResult, ShadowLab, ShadowRunResult } from "../shadow/shadow-lab.js";
@@ -414,15 +415,15 @@ test("the search space shrinks to what the host can apply; faults to what it can
 });
 
 test("the finished campaign's log line gives each signature's least stress and what it needs", () => {
-  const b = {
+  const b: SignatureBoundary = {
     trials_with_signature: 2,
     observed_min_stress: 1.8,
     observed_min_profile: profile(1),
     min_stress: 0.9611,
     min_stress_profile: profile(0.9611),
     needs: [
-      { knob: "memory_load", at_least: 0.961146, established: true },
-      { knob: "fault:nmi", at_least: 0.55, established: false },
+      { knob: "memory_load", at_least: 0.961146, between: [0.93, 0.99], established: true },
+      { knob: "fault:nmi", at_least: 0.55, between: [0.3, 0.8], established: false },
     ],
     runs_meeting_needs_without_it: 0,
     min_stress_interval: null,

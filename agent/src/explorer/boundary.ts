@@ -21,9 +21,11 @@ export interface SignatureBoundary {
   /** The least-stress profile: every needed knob at its threshold, everything else idle. */
   min_stress_profile: StressProfile;
   /** What the signature needs, in profile units (knob name, or `fault:<kind>` for a fault's rate).
+   * `at_least` is the estimate, inside `between`: [the highest value of a run without the signature
+   * that this knob alone kept out (0 if none), the least value of a run with it].
    * `established` is false when the runs fit as well without this knob (another knob could stand in
    * for it); a run at the least-stress profile settles it. */
-  needs: { knob: string; at_least: number; established: boolean }[];
+  needs: { knob: string; at_least: number; between: [number, number]; established: boolean }[];
   /** Own runs without the signature that meet all of `needs` (missed detections, or a region the
    * thresholds describe only roughly). */
   runs_meeting_needs_without_it: number;
@@ -190,15 +192,15 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
       observed_min_profile: obs.profile,
       min_stress: round4(stressOf(fit.thresholds)),
       min_stress_profile: profile,
-      needs: fit.needed.map((j) => {
-        const d = space.dims[j]!;
-        const rate = profile.faults.find((f) => d.kind === "fault" && f.kind === d.fault)?.rate;
-        return {
-          knob: space.dimName(j),
-          at_least: d.kind === "knob" ? profile[d.knob] : (rate ?? 0),
-          established: fit.established.includes(j),
-        };
-      }),
+      needs: fit.needed.map((j) => ({
+        knob: space.dimName(j),
+        at_least: profileValue(space, j, fit.thresholds[j]!),
+        between: [
+          profileValue(space, j, fit.brackets[j]!.seenWithout),
+          profileValue(space, j, fit.brackets[j]!.seenWith),
+        ],
+        established: fit.established.includes(j),
+      })),
       runs_meeting_needs_without_it: fit.negativesInside,
       min_stress_interval: interval,
       bootstrap_support: support,
@@ -206,6 +208,16 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
     };
   }
   return out;
+}
+
+/** Coordinate j's intensity in profile units: the knob's value, or the fault's rate (0 = absent). */
+function profileValue(space: ProfileSpace, j: number, intensity: number): number {
+  const z = new Array<number>(space.size).fill(0);
+  z[j] = intensity;
+  const profile = space.profileFromFeatures(z);
+  const d = space.dims[j]!;
+  if (d.kind === "knob") return profile[d.knob];
+  return profile.faults.find((f) => f.kind === d.fault)?.rate ?? 0;
 }
 
 function round4(v: number): number {

@@ -301,7 +301,10 @@ export function formatSummary(r: ExploreResult): string {
       const interval = b.min_stress_interval ? ` [${b.min_stress_interval.join(", ")}]` : "";
       const needs =
         b.needs
-          .map((n) => `${n.knob} >= ${formatLevel(n.at_least)}${n.established ? "" : " (or another knob)"}`)
+          .map(
+            (n) =>
+              `${n.knob} >= ${formatLevel(n.at_least)} (runs: ${formatLevel(n.between[0])}-${formatLevel(n.between[1])})${n.established ? "" : " (or another knob)"}`,
+          )
           .join(", ") || "nothing";
       lines.push(
         `    least stress seen ${b.observed_min_stress}; estimated ${b.min_stress}${interval}, needs ${needs}`,

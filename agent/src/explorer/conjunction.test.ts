@@ -68,7 +68,30 @@ test("a run without the signature inside the orthant keeps the knob that exclude
   ];
   const c = fitConjunction(positives, negatives)!;
   assert.equal(c.needed, [0, 1]);
-  assert.equal(c.thresholds, [0.75, 0.8, 0]);
+  // Each threshold sits midway between the negative that knob alone keeps out and the least positive:
+  // x0 in [0.1, 0.75], x1 in [0.2, 0.8].
+  assert.equal(c.thresholds, [0.425, 0.5, 0]);
+});
+
+test("thresholds are lowered together only as far as lets no run without the signature in", () => {
+  // A diagonal edge (x0 + x1 >= 1.2): the least positives per knob are 0.4 and 0.5, the negatives
+  // each knob alone keeps out are at 0.1, and a negative at (0.4, 0.45) sits between them.
+  const positives = [
+    [0.4, 0.9],
+    [0.7, 0.5],
+  ];
+  const negatives = [
+    [0.1, 0.95],
+    [0.95, 0.1],
+    [0.38, 0.45],
+  ];
+  const c = fitConjunction(positives, negatives)!;
+  assert.equal(c.needed, [0, 1]);
+  // Midway would be (0.25, 0.3) and admit (0.38, 0.45); the shared fraction stops at a quarter of
+  // the way, where x1 reaches 0.45 (x0 is then 0.4 - 0.25 * 0.15 = 0.3625).
+  assert.ok(c.thresholds[1]! > 0.45 && c.thresholds[1]! < 0.451, String(c.thresholds));
+  assert.ok(Math.abs(c.thresholds[0]! - 0.3625) < 0.001, String(c.thresholds));
+  assert.is(c.negativesInside, 0);
 });
 
 test("missed detections within the noise allowance do not keep an irrelevant knob", () => {

@@ -12,6 +12,14 @@
 // 2. generalize: drop knobs, lowest threshold first, while that lets no more runs *without* the
 //    signature into the orthant than a detection-noise allowance (a dropped knob is one the
 //    failure was seen without needing, as far as the runs can tell).
+// 3. place each kept threshold inside its interval: the least value seen *with* the signature is
+//    an upper bound, and the runs without it bound it from below (the most stressed run that the
+//    knob alone keeps out). With nothing else known the middle of that interval is the estimate (the
+//    mean of a uniform prior over it), where the upper bound alone was biased high, most for
+//    campaigns whose failing runs sit at high stress (measured in docs/explorer.md). All kept knobs
+//    are lowered together, and only as far as lets no more runs without the signature into the
+//    orthant: where a region's edge is diagonal or curved, lowering every knob at once would cut
+//    through it.
 // The least stress is the norm of the kept thresholds, never above the least stress seen.
 // Few runs can fit several knob sets equally well (two runs at full stress fit any knob that
 // excludes the runs without the signature), so each kept knob is also checked: is there a fit
@@ -19,8 +27,12 @@
 // for a run that tells them apart.
 
 export interface Conjunction {
-  /** Per coordinate: the least intensity the failure needs, 0 where it needs none. */
+  /** Per coordinate: the least intensity the failure needs, 0 where it needs none (step 3 above). */
   thresholds: number[];
+  /** Per coordinate, where the runs put its threshold: above `seenWithout` (the highest value of a
+   * run without the signature that this knob alone keeps out, 0 if none) and at most `seenWith`
+   * (the least value of a run with it); both 0 where the failure needs no such knob. */
+  brackets: { seenWithout: number; seenWith: number }[];
   /** Coordinates the failure needs, in coordinate order. */
   needed: number[];
   /** Runs without the signature that the orthant still contains (missed detections, or a region
@@ -83,11 +95,59 @@ export function fitConjunction(
         thresholds.map((t, k) => (other.kept.includes(k) ? t : 0)),
       );
   }
+  const lower = lowerBounds(thresholds, fit.kept, negatives);
+  const placed = placeInIntervals(thresholds, lower, fit.kept, negatives);
   return {
-    thresholds: thresholds.map((t, j) => (fit.kept.includes(j) ? t : 0)),
+    thresholds: thresholds.map((_, j) => (fit.kept.includes(j) ? placed[j]! : 0)),
+    brackets: thresholds.map((t, j) =>
+      fit.kept.includes(j) ? { seenWithout: lower[j]!, seenWith: t } : { seenWithout: 0, seenWith: 0 },
+    ),
     needed: fit.kept,
     negativesInside: fit.current,
     established,
     alternatives: [...alternatives.values()],
   };
+}
+
+/** Per kept knob: the highest value among the negatives that every other kept knob lets in. */
+function lowerBounds(
+  upper: readonly number[],
+  kept: readonly number[],
+  negatives: readonly (readonly number[])[],
+): number[] {
+  return upper.map((t, j) => {
+    let bound = 0;
+    for (const y of negatives) {
+      if (y[j]! < t && kept.every((k) => k === j || y[k]! >= upper[k]!)) bound = Math.max(bound, y[j]!);
+    }
+    return bound;
+  });
+}
+
+/**
+ * Step 3: each kept threshold moved from its upper bound (the least value among the positives)
+ * toward the middle of [lower bound, upper bound]: one shared fraction of the way, the largest that
+ * admits no more negatives than the upper bounds do.
+ */
+function placeInIntervals(
+  upper: readonly number[],
+  lower: readonly number[],
+  kept: readonly number[],
+  negatives: readonly (readonly number[])[],
+): number[] {
+  const at = (share: number) =>
+    upper.map((t, j) => (kept.includes(j) ? t - (share * (t - lower[j]!)) / 2 : t));
+  const inside = (th: readonly number[]) =>
+    negatives.filter((y) => kept.every((j) => y[j]! >= th[j]!)).length;
+  const allowed = inside(upper);
+  if (inside(at(1)) <= allowed) return at(1);
+  // Admitted negatives only grow as the thresholds fall, so bisect on the shared fraction.
+  let lo = 0;
+  let hi = 1;
+  for (let i = 0; i < 12; i++) {
+    const mid = (lo + hi) / 2;
+    if (inside(at(mid)) <= allowed) lo = mid;
+    else hi = mid;
+  }
+  return at(lo);
 }
