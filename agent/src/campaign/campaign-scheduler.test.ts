@@ -48,7 +48,7 @@ function report(error?: string): CampaignReport {
 function scheduler(dataDir: string, clock: { now: number }, outcomes: (string | Error | undefined)[]) {
   const config: AgentConfig = agentConfigSchema.parse({
     data_dir: dataDir,
-    campaigns: { enabled: true, interval_s: 3600, backoff_max_s: 4 * 3600 },
+    campaigns: { enabled: true, interval_s: 3600, backoff_max_s: 4 * 3600, first_delay_s: 0 },
   });
   const lines: LogLine[] = [];
   const started: number[] = [];
@@ -146,6 +146,29 @@ test("an unreadable history is kept aside and campaigns go on", async () => {
     assert.is(kept.length, 1);
     assert.is(readFileSync(join(dir, kept[0]!), "utf8"), "{torn write");
     assert.equal(history()[VM.uuid]!.vm_name, "web-1");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a history that cannot be written is logged and retried, not fatal", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "svm-sched-"));
+  try {
+    // data_dir is a plain file here, so campaigns.json cannot be created under it.
+    const notADir = join(dir, "data");
+    writeFileSync(notADir, "");
+    const clock = { now: 10 * HOUR };
+    const { s, lines, started } = scheduler(notADir, clock, [undefined]);
+    s.start();
+    const deadline = Date.now() + 30_000;
+    while (!lines.some((l) => l.msg === "campaigns: check failed") && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await s.stop();
+    const failed = lines.find((l) => l.msg === "campaigns: check failed");
+    assert.ok(failed, JSON.stringify(lines));
+    assert.match(String(failed.fields.err), /ENOTDIR|EEXIST/);
+    assert.is(started.length, 0, "no campaign without a history to record it in");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -80,11 +80,15 @@ export class CampaignScheduler {
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.loop = this.runDue().finally(() => {
-        this.loop = undefined;
-        // Re-check at least every minute: a VM that appeared, or the next one due.
-        this.schedule(Math.min(60_000, this.o.config.campaigns.interval_s * 1000));
-      });
+      this.loop = this.runDue()
+        // E.g. campaigns.json cannot be written (a full disk): say so and try again at the next
+        // check, rather than let the rejection take the agent down.
+        .catch((err) => this.o.logger.error({ err: describeError(err) }, "campaigns: check failed"))
+        .finally(() => {
+          this.loop = undefined;
+          // Re-check at least every minute: a VM that appeared, or the next one due.
+          this.schedule(Math.min(60_000, this.o.config.campaigns.interval_s * 1000));
+        });
     }, delayMs);
     this.timer.unref?.();
   }
