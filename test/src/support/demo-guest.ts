@@ -21,20 +21,22 @@ export function ensureGuestImage(): Promise<{ dir: string; ms: number }> {
   return image;
 }
 
-const workDirs: string[] = [];
+const removeAtExit: string[] = [];
 
 /**
  * A short work dir under /tmp (unix socket paths must stay under 108 bytes), removed when the test
- * process exits (captures in it weigh ~150 MB); SHADOWVM_KEEP_TEST_DIRS=1 keeps them for debugging.
+ * process exits (captures in it weigh ~150 MB) unless `keep` (SHADOWVM_KEEP_TEST_DIRS=1 keeps them
+ * all for debugging).
  */
-export function tempWorkDir(prefix = "svm-e2e-"): string {
+export function tempWorkDir(prefix = "svm-e2e-", keep = process.env.SHADOWVM_KEEP_TEST_DIRS === "1"): string {
   const dir = mkdtempSync(join("/tmp", prefix));
-  if (workDirs.length === 0 && process.env.SHADOWVM_KEEP_TEST_DIRS !== "1") {
+  if (keep) return dir;
+  if (removeAtExit.length === 0) {
     process.on("exit", () => {
-      for (const d of workDirs) rmSync(d, { recursive: true, force: true });
+      for (const d of removeAtExit) rmSync(d, { recursive: true, force: true });
     });
   }
-  workDirs.push(dir);
+  removeAtExit.push(dir);
   return dir;
 }
 
@@ -52,7 +54,7 @@ export async function withDemoVm<T>(
   fn: (vm: DemoVm, ready: { readyMs: number; line: string }) => Promise<T>,
 ): Promise<T> {
   const { dir } = await ensureGuestImage();
-  const workDir = options.workDir ?? tempWorkDir();
+  const workDir = options.workDir ?? tempWorkDir("svm-e2e-", options.keepWorkDir);
   let vm: DemoVm | undefined;
   try {
     vm = await startDemoVm({ ...options, workDir, guestDir: dir });
