@@ -150,6 +150,34 @@ test("adaptive opens with the full-stress corner, then space-filling points", ()
   for (const p of resumed.propose(4)) assert.ok(p.cpu_load < 2 || p.memory_load < 1 || p.io_load < 3);
 });
 
+test("the initial design keeps to the middle 80% of each knob's range; later fill points span it all", () => {
+  // Nothing ever fails (not even full stress), so every slot after the corner is `fill`.
+  const knobShares = (p: StressProfile) => [
+    p.cpu_load / 2,
+    p.memory_load,
+    p.io_load / 3,
+    p.net_latency_ms / 2000,
+    p.net_loss_pct / 50,
+  ];
+  const initial: number[] = [];
+  const later: number[] = [];
+  for (let seed = 1; seed <= 4; seed++) {
+    const ex = new Explorer({ strategy: "adaptive", seed, initialDesign: 8 });
+    runBatches(ex, 8, () => ({ failed: false, signatures: [] }));
+    ex.trials.forEach((t, i) => {
+      if (t.arm !== "fill") return;
+      (i < 8 ? initial : later).push(...knobShares(t.profile));
+    });
+  }
+  assert.ok(initial.length >= 4 * 7 * 5, `${initial.length} initial knob values`);
+  for (const v of initial) assert.ok(v >= 0.1 - 1e-9 && v <= 0.9 + 1e-9, `initial design knob at ${v}`);
+  // Later fill points cover the outer band too (on both sides).
+  assert.ok(
+    later.some((v) => v < 0.1) && later.some((v) => v > 0.9),
+    "no later fill point in the outer band",
+  );
+});
+
 test("when full stress shows nothing, discovery fills the space: no partial corners", () => {
   // Only a mode inside the space: the corner passes, and pushing knobs to their maximum cannot help.
   const islandOnly = (p: StressProfile): Outcome => {

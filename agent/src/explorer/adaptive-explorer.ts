@@ -63,6 +63,8 @@ type SlotKind = "discover" | "boundary";
 /** Discovery tactics the bandit chooses among (see docs/explorer.md). */
 const DISCOVERY_ARMS = ["fill", "face"] as const;
 type Arm = (typeof DISCOVERY_ARMS)[number] | "corner" | "recall" | "boundary";
+/** Share of each knob's range the initial design spans, centred (see fillPoint). */
+const INITIAL_DESIGN_SPREAD = 0.8;
 /** Pseudo-trials of the tactics' shared prior. */
 const ARM_PRIOR = 2;
 /** Per-trial discount of a tactic's past results. */
@@ -243,7 +245,7 @@ export class Explorer {
       this.state.design_index < this.initialDesign &&
       this.state.trials.length + out.length < this.initialDesign
     ) {
-      out.push(this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift)));
+      out.push(this.space.fromUnit(this.fillPoint(this.state.design_index++)));
       this.pendingArms.push("fill");
     }
     if (out.length === k) return out;
@@ -358,15 +360,29 @@ export class Explorer {
   }
 
   /**
+   * Point i of the space-filling sequence. The initial design's knob coordinates are pulled toward
+   * the middle of their range (by INITIAL_DESIGN_SPREAD): a failure region that lies inside the
+   * bounds, placed anywhere, covers a central point more often than one near a face, and the faces
+   * and the corner are what the full-stress probe and the `face` tactic screen. Later fill points
+   * span the whole range, so the outer band is still covered as the campaign goes on.
+   */
+  private fillPoint(i: number): number[] {
+    const u = rdPoint(i, this.space.size, this.shift);
+    if (i >= this.initialDesign) return u;
+    return u.map((v, j) =>
+      this.space.dims[j]!.kind === "knob" ? 0.5 + INITIAL_DESIGN_SPREAD * (v - 0.5) : v,
+    );
+  }
+
+  /**
    * `fill`: the next point of the space-filling sequence (even coverage, no pull to the corners),
    * skipping points the models of the signatures already seen explain: a run there would most
    * likely re-confirm a known signature (or, when a crash masks milder ones, could show nothing else).
    */
   private nextFill(explained: (z: readonly number[]) => number): StressProfile {
-    const D = this.space.size;
-    let profile = this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift));
+    let profile = this.space.fromUnit(this.fillPoint(this.state.design_index++));
     for (let skip = 0; skip < MAX_SKIPS && explained(this.space.features(profile)) >= EXPLAINED; skip++) {
-      profile = this.space.fromUnit(rdPoint(this.state.design_index++, D, this.shift));
+      profile = this.space.fromUnit(this.fillPoint(this.state.design_index++));
     }
     return profile;
   }
