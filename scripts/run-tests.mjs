@@ -24,6 +24,7 @@ let failed = 0;
 const failures = [];
 
 function run(cmd, args, opts = {}) {
+  const startedAt = Date.now();
   return new Promise((resolve) => {
     const child = spawn(cmd, args, {
       cwd: opts.cwd ?? root,
@@ -56,12 +57,13 @@ function run(cmd, args, opts = {}) {
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       clearTimeout(killTimer);
-      resolve({ code, signal, output });
+      resolve({ code, signal, output, seconds: (Date.now() - startedAt) / 1000 });
     });
   });
 }
 
-function record(name, ok, count, output) {
+/** Per file or step: its counts and how long it took (the suite must stay under 30 minutes in CI). */
+function record(name, ok, count, output, seconds) {
   const logFile = join(logDir, `${name.replace(/[^\w.-]+/g, "_")}.log`);
   writeFileSync(logFile, output);
   if (ok) {
@@ -72,7 +74,7 @@ function record(name, ok, count, output) {
     failed += Math.max(1, count.failed);
   }
   const status = ok && count.failed === 0 ? "ok  " : "FAIL";
-  console.log(`${status} ${name}  (${count.passed} passed, ${count.failed} failed)`);
+  console.log(`${status} ${name}  (${count.passed} passed, ${count.failed} failed)  ${seconds.toFixed(0)} s`);
   if (status === "FAIL") {
     failures.push(name);
     const tail = output.split("\n").slice(-60).join("\n");
@@ -117,6 +119,7 @@ async function step(name, cmd, args) {
     res.code === 0,
     { passed: res.code === 0 ? 1 : 0, failed: res.code === 0 ? 0 : 1 },
     res.output,
+    res.seconds,
   );
   return res.code === 0;
 }
@@ -131,9 +134,10 @@ async function runFile(file) {
       false,
       { passed: 0, failed: 1 },
       `${res.output}\n[run-tests] no uvu summary (exit ${res.code ?? res.signal})`,
+      res.seconds,
     );
   } else {
-    record(name, res.code === 0, counts, res.output);
+    record(name, res.code === 0, counts, res.output, res.seconds);
   }
 }
 
