@@ -22,13 +22,15 @@ export function ensureGuestImage(): Promise<{ dir: string; ms: number }> {
 }
 
 const removeAtExit: string[] = [];
+/** SHADOWVM_KEEP_TEST_DIRS=1 keeps every test work dir, for debugging. */
+const keepTestDirs = process.env.SHADOWVM_KEEP_TEST_DIRS === "1";
 
 /**
  * A short work dir under /tmp (unix socket paths must stay under 108 bytes), removed when the test
  * process exits (captures in it weigh ~150 MB) unless `keep` (SHADOWVM_KEEP_TEST_DIRS=1 keeps them
  * all for debugging).
  */
-export function tempWorkDir(prefix = "svm-e2e-", keep = process.env.SHADOWVM_KEEP_TEST_DIRS === "1"): string {
+export function tempWorkDir(prefix = "svm-e2e-", keep = keepTestDirs): string {
   const dir = mkdtempSync(join("/tmp", prefix));
   if (keep) return dir;
   if (removeAtExit.length === 0) {
@@ -44,7 +46,7 @@ export type DemoVmTestOptions = Omit<DemoVmOptions, "workDir" | "guestDir"> & {
   workDir?: string;
   /** Deadline for the ready line. Default 180 s (TCG boots in ~5-30 s on a loaded host). */
   readyTimeoutMs?: number;
-  /** Keep the work dir after the test (for debugging). */
+  /** Keep the work dir after the test (for debugging; default: SHADOWVM_KEEP_TEST_DIRS=1). */
   keepWorkDir?: boolean;
 };
 
@@ -54,7 +56,8 @@ export async function withDemoVm<T>(
   fn: (vm: DemoVm, ready: { readyMs: number; line: string }) => Promise<T>,
 ): Promise<T> {
   const { dir } = await ensureGuestImage();
-  const workDir = options.workDir ?? tempWorkDir("svm-e2e-", options.keepWorkDir);
+  const keep = options.keepWorkDir ?? keepTestDirs;
+  const workDir = options.workDir ?? tempWorkDir("svm-e2e-", keep);
   let vm: DemoVm | undefined;
   try {
     vm = await startDemoVm({ ...options, workDir, guestDir: dir });
@@ -70,7 +73,7 @@ export async function withDemoVm<T>(
     return await fn(vm, ready);
   } finally {
     if (vm) await vm.stop({ timeoutMs: 10_000 });
-    if (!options.keepWorkDir) rmSync(workDir, { recursive: true, force: true });
+    if (!keep) rmSync(workDir, { recursive: true, force: true });
   }
 }
 
