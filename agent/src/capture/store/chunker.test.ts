@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createCipheriv, createHash } from "node:crypto";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import {
@@ -12,12 +12,18 @@ import {
 const gear = gearTableFromSeed(Buffer.from("chunker test seed"));
 const P = DEFAULT_CHUNKER_PARAMS;
 
+/** Seeded pseudo-random bytes (an AES-CTR keystream), so every run chunks the same data. */
+function seededBytes(n: number, label: string): Buffer {
+  const key = createHash("sha256").update(label).digest();
+  return createCipheriv("aes-256-ctr", key, Buffer.alloc(16)).update(Buffer.alloc(n));
+}
+
 function lengths(chunks: Buffer[]): number[] {
   return chunks.map((c) => c.length);
 }
 
 test("chunks reassemble to the input and respect min/max sizes", () => {
-  const data = randomBytes(8 * 1024 * 1024);
+  const data = seededBytes(8 * 1024 * 1024, "sizes");
   const chunks = chunkBuffer(data, P, gear);
   assert.ok(Buffer.concat(chunks).equals(data));
   for (const c of chunks.slice(0, -1)) {
@@ -29,7 +35,7 @@ test("chunks reassemble to the input and respect min/max sizes", () => {
 });
 
 test("cut points do not depend on how the input is split into reads", () => {
-  const data = randomBytes(3 * 1024 * 1024 + 12345);
+  const data = seededBytes(3 * 1024 * 1024 + 12345, "reads");
   const whole = lengths(chunkBuffer(data, P, gear));
   const c = new Chunker(P, gear);
   const out: Buffer[] = [];
@@ -43,22 +49,30 @@ test("cut points do not depend on how the input is split into reads", () => {
   assert.equal(lengths(out), whole);
 });
 
-test("inserting bytes at the front changes only the first chunks", () => {
-  const data = randomBytes(8 * 1024 * 1024);
-  const before = chunkBuffer(data, P, gear).map((c) => c.toString("hex"));
-  const shifted = Buffer.concat([randomBytes(1000), data]);
-  const after = chunkBuffer(shifted, P, gear).map((c) => c.toString("hex"));
-  const old = new Set(before);
-  const changed = after.filter((h) => !old.has(h)).length;
-  // The insertion lands in the first chunk; the chunker resynchronises at the next cut.
-  assert.ok(changed <= 2, `${changed} of ${after.length} chunks changed`);
-  assert.equal(after.slice(-10), before.slice(-10));
-  // And the unchanged chunks are the same sequence, just no longer at the same offsets.
-  assert.equal(after.slice(changed), before.slice(before.length - (after.length - changed)));
+test("inserting bytes at the front changes only the first few chunks", () => {
+  // The insertion lands in the first chunk and the chunker resynchronises at an old cut point. With
+  // normalized chunking a cut also depends on the distance from the previous one, so that can take
+  // a few chunks: over 150 random 4 MiB inputs, 1 chunk changed in 89% of them, up to 8 in one.
+  // Hence several fixed inputs, each of which must resynchronise, and a bound on the mean.
+  const cases = 12;
+  let total = 0;
+  for (let i = 0; i < cases; i++) {
+    const data = seededBytes(4 * 1024 * 1024, `front insertion ${i}`);
+    const before = chunkBuffer(data, P, gear).map((c) => c.toString("hex"));
+    const shifted = Buffer.concat([seededBytes(1 + 617 * i, `inserted ${i}`), data]);
+    const after = chunkBuffer(shifted, P, gear).map((c) => c.toString("hex"));
+    const old = new Set(before);
+    const changed = after.filter((h) => !old.has(h)).length;
+    assert.ok(changed >= 1 && changed <= 8, `case ${i}: ${changed} of ${after.length} chunks changed`);
+    // The unchanged chunks are the old sequence's tail, just no longer at the same offsets.
+    assert.equal(after.slice(changed), before.slice(before.length - (after.length - changed)), `case ${i}`);
+    total += changed;
+  }
+  assert.ok(total / cases <= 2, `${total / cases} chunks changed per insertion on average`);
 });
 
 test("changing one byte in the middle changes at most two chunks", () => {
-  const data = randomBytes(4 * 1024 * 1024);
+  const data = seededBytes(4 * 1024 * 1024, "one byte");
   const before = new Set(chunkBuffer(data, P, gear).map((c) => c.toString("hex")));
   const edited = Buffer.from(data);
   edited[2_000_000] = (edited[2_000_000] as number) ^ 0xff;
@@ -74,7 +88,7 @@ test("a run of zeros becomes identical max-size chunks", () => {
 });
 
 test("the gear table (a store-key derivative) changes the cut points", () => {
-  const data = randomBytes(2 * 1024 * 1024);
+  const data = seededBytes(2 * 1024 * 1024, "gear");
   const a = lengths(chunkBuffer(data, P, gear));
   const b = lengths(chunkBuffer(data, P, gearTableFromSeed(Buffer.from("another key"))));
   assert.not.equal(a, b);
