@@ -4,6 +4,8 @@
 export interface MitigationContext {
   vm_name: string;
   failure_class: string;
+  /** The signature's title (an OOM kill's names the process the shadows' OOM killer chose). */
+  title: string;
   /** Dominating stress dimension (cpu_load, memory_load, io_load, net_latency_ms, fault:<kind>, ...). */
   dimension: string;
   /** Current production level and its slope per hour in that dimension (null: not forecastable). */
@@ -29,14 +31,9 @@ export interface MitigationStep {
 const pct = (v: number | null) => (v === null ? "n/a" : `${(v * 100).toFixed(1)} %`);
 const rate = (v: number | null) =>
   v === null ? "n/a" : `${v >= 0 ? "+" : ""}${(v * 100).toFixed(2)} points/h`;
+const duration = (h: number) => (h < 48 ? `~${h.toFixed(1)} h` : `~${(h / 24).toFixed(1)} days`);
 const hours = (h: number | null) =>
-  h === null
-    ? "not on the current trend"
-    : h === 0
-      ? "now"
-      : h < 48
-        ? `in ~${h.toFixed(1)} h`
-        : `in ~${(h / 24).toFixed(1)} days`;
+  h === null ? "not on the current trend" : h === 0 ? "now" : `in ${duration(h)}`;
 
 function evidence(c: MitigationContext): string {
   return `shadows showed ${c.failure_class} from ${c.dimension} ≈ ${c.boundary.toFixed(2)} (${c.failing_runs} of ${c.runs} runs failed)`;
@@ -44,25 +41,38 @@ function evidence(c: MitigationContext): string {
 
 type Rule = (c: MitigationContext) => MitigationStep[];
 
+/** A raise that would more than double the VM's memory only outruns the growth for a while. */
+const LARGE_RAISE = 2;
+
 const memoryRule: Rule = (c) => {
   const target =
     c.forecast !== null && c.boundary > 0 ? Math.max(c.forecast, c.level ?? 0) / c.boundary : 1.25;
   const newMb = Math.ceil((c.memory_mb * Math.max(1.25, target * 1.2)) / 256) * 256;
   const leakMbPerH = c.slope_per_h !== null ? c.slope_per_h * c.memory_mb : null;
-  const steps: MitigationStep[] = [
-    {
-      action: `raise ${c.vm_name}'s memory from ${c.memory_mb} MiB to at least ${newMb} MiB`,
-      because: `memory use ${pct(c.level)} of RAM, ${rate(c.slope_per_h)}; ${evidence(c)}; reaches it ${hours(c.time_to_failure_h)}`,
-    },
-  ];
+  const raise: MitigationStep = {
+    action: `raise ${c.vm_name}'s memory from ${c.memory_mb} MiB to at least ${newMb} MiB`,
+    because: `memory use ${pct(c.level)} of RAM, ${rate(c.slope_per_h)}; ${evidence(c)}; reaches it ${hours(c.time_to_failure_h)}`,
+  };
   // Only a growth that reaches the boundary is called a leak; a flat VM's noise is not.
-  if (leakMbPerH !== null && leakMbPerH > 0 && c.time_to_failure_h !== null) {
-    steps.push({
-      action: "find and fix the leak (the growth does not level off)",
-      because: `the guest's memory in use grows ~${leakMbPerH.toFixed(0)} MiB/h`,
-    });
-  }
-  return steps;
+  if (leakMbPerH === null || !(leakMbPerH > 0) || c.time_to_failure_h === null) return [raise];
+  // How long the raised memory lasts at this growth, from the use now to the boundary at newMb.
+  const usedMb = (c.level ?? 0) * c.memory_mb;
+  const lastsH = Math.max(0, (c.boundary * newMb - usedMb) / leakMbPerH);
+  raise.because += `; at this growth ${newMb} MiB lasts ${duration(lastsH)}`;
+  // The OOM killer ends the process with the largest footprint, which a leak usually makes its own.
+  const victim = c.failure_class === "oom" ? /^OOM kill of (\S+)/.exec(c.title)?.[1] : undefined;
+  const leak: MitigationStep = victim
+    ? {
+        action: `find and fix the leak, starting with ${victim}: restarting it frees its memory until then`,
+        because: `the guest's memory in use grows ~${leakMbPerH.toFixed(0)} MiB/h, and the shadows' OOM killer ended ${victim} (the largest process when memory ran out)`,
+      }
+    : {
+        action: "find and fix the leak (the growth does not level off)",
+        because: `the guest's memory in use grows ~${leakMbPerH.toFixed(0)} MiB/h`,
+      };
+  // When only a large raise outruns the growth through the horizon, more memory just buys time:
+  // the leak comes first.
+  return newMb > LARGE_RAISE * c.memory_mb ? [leak, raise] : [raise, leak];
 };
 
 const ioRule: Rule = (c) => [

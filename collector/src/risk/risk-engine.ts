@@ -637,6 +637,7 @@ export class RiskEngine {
     return {
       vm_name: vm.name,
       failure_class: sig.class,
+      title: sig.title,
       dimension: a.dimension,
       level: a.level,
       slope_per_h: a.slope_per_h,
