@@ -59,12 +59,12 @@ const memoryRule: Rule = (c) => {
   const usedMb = (c.level ?? 0) * c.memory_mb;
   const lastsH = Math.max(0, (c.boundary * newMb - usedMb) / leakMbPerH);
   raise.because += `; at this growth ${newMb} MiB lasts ${duration(lastsH)}`;
-  // The OOM killer ends the process with the largest footprint, which a leak usually makes its own.
+  // The OOM killer ends the process it scores highest, normally the largest, which a leak makes its own.
   const victim = c.failure_class === "oom" ? /^OOM kill of (\S+)/.exec(c.title)?.[1] : undefined;
   const leak: MitigationStep = victim
     ? {
         action: `find and fix the leak, starting with ${victim}: restarting it frees its memory until then`,
-        because: `the guest's memory in use grows ~${leakMbPerH.toFixed(0)} MiB/h, and the shadows' OOM killer ended ${victim} (the largest process when memory ran out)`,
+        because: `the guest's memory in use grows ~${leakMbPerH.toFixed(0)} MiB/h, and the shadows' OOM killer ended ${victim} (the process it scored highest, normally the largest)`,
       }
     : {
         action: "find and fix the leak (the growth does not level off)",
