@@ -34,6 +34,11 @@ test("a fast leak: the leak first, naming the process the OOM killer chose; the 
   assert.match(steps[1]!.because, /at this growth 2560 MiB lasts ~1\.3 h$/);
 });
 
+test("the victim's whole name, from a memory cgroup's OOM kill of a comm with a space", () => {
+  const steps = mitigationsFor({ ...leaking, title: "OOM kill of Web Content (memory cgroup)" });
+  assert.match(steps[0]!.action, /^find and fix the leak, starting with Web Content: restarting it/);
+});
+
 test("a slow leak that a modest raise outruns: the raise first, then the leak", () => {
   const steps = mitigationsFor({
     ...leaking,

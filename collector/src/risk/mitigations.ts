@@ -1,5 +1,6 @@
 // Mitigation catalog: concrete steps keyed by failure class and dominating stress dimension, each
 // with the figures that justify it (taken from the assessment that raised it).
+import { oomKillVictim } from "@shadowvm/shared";
 
 export interface MitigationContext {
   vm_name: string;
@@ -60,7 +61,7 @@ const memoryRule: Rule = (c) => {
   const lastsH = Math.max(0, (c.boundary * newMb - usedMb) / leakMbPerH);
   raise.because += `; at this growth ${newMb} MiB lasts ${duration(lastsH)}`;
   // The OOM killer ends the process it scores highest, normally the largest, which a leak makes its own.
-  const victim = c.failure_class === "oom" ? /^OOM kill of (\S+)/.exec(c.title)?.[1] : undefined;
+  const victim = oomKillVictim(c.title);
   const leak: MitigationStep = victim
     ? {
         action: `find and fix the leak, starting with ${victim}: restarting it frees its memory until then`,

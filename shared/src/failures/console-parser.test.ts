@@ -17,6 +17,7 @@ import {
   type SampleName,
   stampConsole,
 } from "./console-samples.js";
+import { oomKillVictim } from "./signals.js";
 import type { ParsedFailure } from "./types.js";
 
 function parseSample(name: SampleName, ctx = "T42"): ParsedFailure[] {
@@ -63,6 +64,18 @@ test("OOM kill in a memory cgroup and the older `Kill process` wording", () => {
     old.map((f) => f.title),
     ["OOM kill of mysqld"],
   );
+});
+
+test("an OOM kill's title gives its victim back, spaces and memory cgroup included", () => {
+  const titles = parseConsole(
+    [
+      "Out of memory: Killed process 77 (Web Content) total-vm:1kB, anon-rss:1kB, file-rss:0kB",
+      "Memory cgroup out of memory: Killed process 812 (java) total-vm:1kB, anon-rss:1kB, file-rss:0kB",
+    ].join("\n"),
+  ).map((f) => f.title);
+  assert.equal(titles.map(oomKillVictim).sort(), ["Web Content", "java"]);
+  assert.is(oomKillVictim("OOM: oom-killer invoked by kswapd0"), undefined);
+  assert.is(oomKillVictim("kernel panic: sysrq triggered crash"), undefined);
 });
 
 test("OOM with nothing to kill: the deadlock panic is the failure, classed oom", () => {

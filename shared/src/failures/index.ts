@@ -9,4 +9,5 @@ export {
   MAX_PATTERN_CHARS,
   patternWords,
 } from "./line-pattern.js";
+export { oomKillTitle, oomKillVictim } from "./signals.js";
 export { FAILURE_CLASSES, type FailureClass, type ParsedFailure } from "./types.js";

@@ -42,6 +42,21 @@ export function normalizeComm(comm: string): string {
   return c.length > 0 ? c : "?";
 }
 
+const OOM_KILL_PREFIX = "OOM kill of ";
+const MEMCG_SUFFIX = " (memory cgroup)";
+
+/** The title of an OOM kill: the process the OOM killer ended (its comm may hold spaces). */
+export function oomKillTitle(victim: string, memcg: boolean): string {
+  return `${OOM_KILL_PREFIX}${victim}${memcg ? MEMCG_SUFFIX : ""}`;
+}
+
+/** The process an OOM-kill title names (oomKillTitle's inverse); undefined for any other title. */
+export function oomKillVictim(title: string): string | undefined {
+  if (!title.startsWith(OOM_KILL_PREFIX)) return undefined;
+  const rest = title.slice(OOM_KILL_PREFIX.length);
+  return rest.endsWith(MEMCG_SUFFIX) ? rest.slice(0, -MEMCG_SUFFIX.length) : rest;
+}
+
 /** `vda1` -> `vda`, `nvme0n1p2` -> `nvme0n1`, `mmcblk0p1` -> `mmcblk0`; others unchanged. */
 export function diskOf(dev: string): string {
   const d = dev.replace(/^\/dev\//, "");
@@ -323,9 +338,7 @@ export class SignalTracker {
     const s = this.oom;
     if (!s) return;
     this.oom = null;
-    const title = s.victim
-      ? `OOM kill of ${s.victim}${s.memcg ? " (memory cgroup)" : ""}`
-      : `OOM: oom-killer invoked by ${s.invoker}`;
+    const title = s.victim ? oomKillTitle(s.victim, s.memcg) : `OOM: oom-killer invoked by ${s.invoker}`;
     out.push({
       kind: "oom-kill",
       class: "oom",
