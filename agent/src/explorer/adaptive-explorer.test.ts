@@ -152,17 +152,13 @@ test("adaptive opens with the full-stress corner, then space-filling points", ()
 
 test("the initial design keeps to the middle 80% of each knob's range; later fill points span it all", () => {
   // Nothing ever fails (not even full stress), so every slot after the corner is `fill`.
-  const knobShares = (p: StressProfile) => [
-    p.cpu_load / 2,
-    p.memory_load,
-    p.io_load / 3,
-    p.net_latency_ms / 2000,
-    p.net_loss_pct / 50,
-  ];
   const initial: number[] = [];
   const later: number[] = [];
   for (let seed = 1; seed <= 4; seed++) {
     const ex = new Explorer({ strategy: "adaptive", seed, initialDesign: 8 });
+    // Each knob's share of its range: the space's own intensity features, knob dimensions only.
+    const knobShares = (p: StressProfile) =>
+      ex.space.features(p).filter((_, j) => ex.space.dims[j]!.kind === "knob");
     runBatches(ex, 8, () => ({ failed: false, signatures: [] }));
     ex.trials.forEach((t, i) => {
       if (t.arm !== "fill") return;
