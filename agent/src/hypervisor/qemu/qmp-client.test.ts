@@ -240,6 +240,46 @@ test("usocket's listening, accepted and received descriptors are close-on-exec t
   server.close();
 });
 
+// usocket closes its libuv poll handle asynchronously; the handle must outlive a wrapper that is
+// garbage-collected in between (patches/usocket@1.1.0.patch). Before the patch this aborted Node
+// in uv__finish_close within the first few hundred connections. It runs in a child with
+// --expose-gc, so that an abort is reported here instead of killing the test runner.
+test("usocket sockets destroyed and garbage-collected at once do not abort the process", async () => {
+  const usocketPath = createRequire(import.meta.url).resolve("usocket");
+  const script = `
+    const { UServer, USocket } = require(${JSON.stringify(usocketPath)});
+    const path = ${JSON.stringify(join(dir, `gc-${n++}.sock`))};
+    const server = new UServer();
+    server.on("connection", (s) => { s.destroy(); gc(); });
+    server.listen(path, async () => {
+      let closed = 0;
+      for (let i = 0; i < 1000; i++) {
+        await new Promise((done) => {
+          const c = new USocket();
+          c.on("error", done);
+          c.once("connected", () => { c.on("data", () => {}); c.once("end", () => { c.destroy(); gc(); closed++; done(); }); });
+          c.connect(path);
+        });
+      }
+      server.close();
+      gc();
+      setImmediate(() => console.log("closed " + closed));
+    });`;
+  const { code, signal, stdout, stderr } = await new Promise<{
+    code: number | null;
+    signal: string | null;
+    stdout: string;
+    stderr: string;
+  }>((resolve) => {
+    const child = execFile(process.execPath, ["--expose-gc", "-e", script], (_err, stdout, stderr) =>
+      resolve({ code: child.exitCode, signal: child.signalCode, stdout, stderr }),
+    );
+  });
+  assert.is(signal, null, `the process died of ${signal}: ${stderr}`);
+  assert.is(code, 0, stderr);
+  assert.is(stdout.trim(), "closed 1000", "every connection was made and closed on both sides");
+});
+
 test("without fdPassing, sending descriptors is refused before anything is sent", async () => {
   const p = await peer((cmd, sock) => sock.write(`${JSON.stringify({ return: {}, id: cmd.id })}\r\n`));
   const qmp = await QmpClient.connect(p.path);
