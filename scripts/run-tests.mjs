@@ -8,7 +8,7 @@
 //        SHADOWVM_TEST_JOBS       unit test files run in parallel (default 2); files under test/
 //                                 (end-to-end, real QEMU) always run one at a time.
 import { spawn } from "node:child_process";
-import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { stripVTControlCharacters } from "node:util";
 
@@ -23,12 +23,16 @@ let passed = 0;
 let failed = 0;
 const failures = [];
 
+let runs = 0;
+
 function run(cmd, args, opts = {}) {
   const startedAt = Date.now();
+  // Inherited by everything the test starts; finds what it left running (reapLeftovers).
+  const runId = `${process.pid}.${++runs}`;
   return new Promise((resolve) => {
     const child = spawn(cmd, args, {
       cwd: opts.cwd ?? root,
-      env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1", ...opts.env },
+      env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1", ...opts.env, SHADOWVM_TEST_RUN: runId },
       stdio: ["ignore", "pipe", "pipe"],
       detached: true,
     });
@@ -54,12 +58,64 @@ function run(cmd, args, opts = {}) {
         } catch {}
       }, 60_000);
     }, opts.timeoutMs ?? timeoutMs);
-    child.on("close", (code, signal) => {
+    // Reaped when the test's own process exits: a leftover that holds its output pipe open would
+    // otherwise keep "close" from ever firing.
+    let leftovers = Promise.resolve([]);
+    child.on("exit", () => {
+      leftovers = reapLeftovers(`SHADOWVM_TEST_RUN=${runId}`);
+    });
+    child.on("close", async (code, signal) => {
       clearTimeout(timer);
       clearTimeout(killTimer);
-      resolve({ code, signal, output, seconds: (Date.now() - startedAt) / 1000 });
+      resolve({ code, signal, output, leftovers: await leftovers, seconds: (Date.now() - startedAt) / 1000 });
     });
   });
+}
+
+/**
+ * What a test left running after its process ended (a VM, a daemon, in any process group or
+ * session): every test must clean up what it starts, and one that died before its cleanup (a crash,
+ * the deadline) must not leave QEMUs behind for the next file. Found by the marker in the
+ * environment every process the test started inherits. A process still on its way out gets a few
+ * seconds; what is left then is killed and returned for the report.
+ */
+async function reapLeftovers(marker, graceMs = 5000) {
+  const deadline = Date.now() + graceMs;
+  let left = markedProcesses(marker);
+  while (left.size > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    left = markedProcesses(marker);
+  }
+  for (const pid of left.keys()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return [...left].map(([pid, cmdline]) => `${pid} ${cmdline}`);
+}
+
+/** Live processes whose environment holds `marker`, with their command lines. */
+function markedProcesses(marker) {
+  const found = new Map();
+  let pids;
+  try {
+    pids = readdirSync("/proc").filter((e) => /^\d+$/.test(e));
+  } catch {
+    return found; // no /proc: nothing to check with
+  }
+  for (const pid of pids) {
+    try {
+      // A zombie's environment reads empty: it has ended already.
+      if (!readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(marker)) continue;
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim();
+      found.set(Number(pid), cmdline.slice(0, 160));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return found;
 }
 
 /** Per file or step: its counts and how long it took (the suite must stay under 30 minutes in CI). */
@@ -128,7 +184,16 @@ async function runFile(file) {
   const name = relative(root, file);
   const res = await run(process.execPath, ["--enable-source-maps", file]);
   const counts = uvuCounts(res.output);
-  if (!counts) {
+  if (res.leftovers.length > 0) {
+    const list = res.leftovers.map((l) => `\n  ${l}`).join("");
+    record(
+      name,
+      false,
+      { passed: counts?.passed ?? 0, failed: Math.max(1, counts?.failed ?? 0) },
+      `${res.output}\n[run-tests] the test left ${res.leftovers.length} process(es) running (killed now):${list}`,
+      res.seconds,
+    );
+  } else if (!counts) {
     record(
       name,
       false,
