@@ -32,7 +32,8 @@ import type {
   VmState,
 } from "../driver.js";
 import { readCommandLine } from "../qemu/qemu-process.js";
-import { loadUsocket, QmpClient } from "../qemu/qmp-client.js";
+import { QmpClient } from "../qemu/qmp-client.js";
+import { loadUsocket } from "../usocket.js";
 import { type DomainDescription, describeDomain, qemuNetdevType, qemuNicModel } from "./domain-xml.js";
 import { qemuPidsByUuid } from "./qemu-pids.js";
 import { QmpBridge } from "./qmp-bridge.js";

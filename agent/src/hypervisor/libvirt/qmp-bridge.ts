@@ -22,34 +22,10 @@
 // that node is deleted (`blockdev-del`), found by its `opaque` tag, so nothing leaks in QEMU even
 // when another agent process deletes the node.
 import { closeSync, constants, existsSync, openSync, unlinkSync } from "node:fs";
-import { createRequire } from "node:module";
-import type { Duplex } from "node:stream";
 import { type Logger, ShadowvmError, silentLogger } from "@shadowvm/shared";
+import { loadUsocket, type UServer, type USocket, usocketLoadError } from "../usocket.js";
 import { LifecycleWatcher, type MonitorEvent, MonitorEventWatcher } from "./event-watch.js";
 import { runVirsh, VirshError, VirshShell } from "./virsh.js";
-
-type USocket = Duplex & { fd?: number; on(event: "fds", cb: (fds: number[]) => void): USocket };
-type UServer = {
-  listen(path: string, cb?: () => void): void;
-  close(): void;
-  on(event: "connection", cb: (s: USocket) => void): void;
-  on(event: "error", cb: (e: Error) => void): void;
-  once(event: "listening" | "error", cb: (e?: Error) => void): void;
-};
-type UsocketModule = { UServer: new () => UServer };
-
-function loadUsocket(): UsocketModule {
-  try {
-    return createRequire(import.meta.url)("usocket") as UsocketModule;
-  } catch (err) {
-    throw new ShadowvmError(
-      "libvirt",
-      "unsupported",
-      "the QMP bridge to libvirt needs the usocket module (fd passing), which is not installed or failed to build",
-      { cause: err },
-    );
-  }
-}
 
 export interface QmpBridgeOptions {
   uri: string;
@@ -126,7 +102,15 @@ export class QmpBridge {
   }
 
   private listen(): Promise<void> {
-    const { UServer } = loadUsocket();
+    const usocket = loadUsocket();
+    if (!usocket)
+      throw new ShadowvmError(
+        "libvirt",
+        "unsupported",
+        "the QMP bridge to libvirt needs the usocket module (fd passing), which is not installed or failed to build",
+        { cause: usocketLoadError() },
+      );
+    const { UServer } = usocket;
     if (existsSync(this.socketPath)) unlinkSync(this.socketPath);
     const server = new UServer();
     this.server = server;

@@ -12,8 +12,9 @@ import type {
   VmInventory,
   VmState,
 } from "../driver.js";
+import { loadUsocket } from "../usocket.js";
 import { findSocketOwnerPid, readCommandLine } from "./qemu-process.js";
-import { loadUsocket, QmpClient, QmpError } from "./qmp-client.js";
+import { QmpClient, QmpError } from "./qmp-client.js";
 import { expandSocketGlobs } from "./socket-glob.js";
 
 export const DRIVER_NAME = "qemu";

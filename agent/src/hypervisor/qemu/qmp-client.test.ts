@@ -10,6 +10,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { createBareQemuHost } from "../../testing/bare-qemu.js";
 import { CONFORMANCE_VMS } from "../driver-conformance.js";
+import { loadUsocket, type USocket as USocketType } from "../usocket.js";
 import { closeOnExec, QmpClient, QmpError } from "./qmp-client.js";
 
 const dir = mkdtempSync(join(tmpdir(), "shadowvm-qmp-"));
@@ -194,19 +195,12 @@ test("a child process started while an fd-passing connection is open does not in
 });
 
 test("usocket's listening, accepted and received descriptors are close-on-exec too (the libvirt bridge's)", async () => {
-  type Sock = import("node:stream").Duplex & { fd: number; on(e: "fds", cb: (fds: number[]) => void): Sock };
-  const { UServer, USocket } = createRequire(import.meta.url)("usocket") as {
-    UServer: new () => {
-      fd: number;
-      listen(path: string, cb: () => void): void;
-      on(e: "connection", cb: (s: Sock) => void): void;
-      close(): void;
-    };
-    USocket: new () => Sock & { connect(path: string): void };
-  };
+  const usocket = loadUsocket();
+  assert.ok(usocket, "usocket is installed");
+  const { UServer, USocket } = usocket;
   const path = join(dir, `userver-${n++}.sock`);
   const server = new UServer();
-  const accepted = new Promise<Sock>((r) => server.on("connection", r));
+  const accepted = new Promise<USocketType>((r) => server.on("connection", r));
   await new Promise<void>((r) => server.listen(path, r));
   const client = new USocket();
   await new Promise<void>((r) => {
@@ -221,7 +215,7 @@ test("usocket's listening, accepted and received descriptors are close-on-exec t
   assert.is(closeOnExec(file), true, "fs.openSync is close-on-exec");
   client.write({ data: Buffer.from("x"), fds: [file] } as unknown as Buffer);
   const [got] = await received;
-  const fds = { listening: server.fd, client: client.fd, accepted: peerSocket.fd, received: got! };
+  const fds = { listening: server.fd!, client: client.fd!, accepted: peerSocket.fd!, received: got! };
   const targets = Object.fromEntries(
     Object.entries(fds).map(([k, fd]) => [k, readlinkSync(`/proc/self/fd/${fd}`)]),
   );

@@ -21,10 +21,10 @@
 //   built without it is refused here rather than trusted (see `closeOnExec`).
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { createConnection } from "node:net";
 import type { Duplex } from "node:stream";
 import { ShadowvmError } from "@shadowvm/shared";
+import { loadUsocket, type USocket } from "../usocket.js";
 
 export interface QmpEvent {
   event: string;
@@ -86,21 +86,6 @@ interface Pending {
 
 /** Longest QMP line accepted; query-qmp-schema is ~200 KB, so this leaves ample room. */
 const MAX_LINE_BYTES = 32 * 1024 * 1024;
-
-type UsocketModule = { USocket: new (opts?: unknown) => Duplex & { connect(path: string): void } };
-let usocketModule: UsocketModule | null | undefined;
-
-/** Loads usocket lazily so hosts without it can still use everything but fd passing. */
-export function loadUsocket(): UsocketModule | null {
-  if (usocketModule === undefined) {
-    try {
-      usocketModule = createRequire(import.meta.url)("usocket") as UsocketModule;
-    } catch {
-      usocketModule = null;
-    }
-  }
-  return usocketModule;
-}
 
 /** Linux's O_CLOEXEC as /proc/<pid>/fdinfo prints it in `flags` (octal). */
 const O_CLOEXEC = 0o2000000;
@@ -284,7 +269,7 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [Error |
           }
           attachReader();
         });
-        (socket as Duplex & { connect(path: string): void }).connect(this.path);
+        (socket as USocket).connect(this.path);
       } else {
         attachReader();
       }
