@@ -8,7 +8,8 @@
 //        SHADOWVM_TEST_JOBS       unit test files run in parallel (default 2); files under test/
 //                                 (end-to-end, real QEMU) always run one at a time.
 import { spawn } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { stripVTControlCharacters } from "node:util";
 
@@ -29,10 +30,22 @@ function run(cmd, args, opts = {}) {
   const startedAt = Date.now();
   // Inherited by everything the test starts; finds what it left running (reapLeftovers).
   const runId = `${process.pid}.${++runs}`;
+  // A temporary directory of its own (TMPDIR), removed when it ends: what a test that crashed
+  // before its cleanup left there goes too. 0755: QEMU under libvirt runs as another user.
+  const scratch = join(tmpdir(), `svm-test-${runId}`);
+  mkdirSync(scratch, { recursive: true });
+  chmodSync(scratch, 0o755);
   return new Promise((resolve) => {
     const child = spawn(cmd, args, {
       cwd: opts.cwd ?? root,
-      env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1", ...opts.env, SHADOWVM_TEST_RUN: runId },
+      env: {
+        ...process.env,
+        FORCE_COLOR: "0",
+        NO_COLOR: "1",
+        ...opts.env,
+        SHADOWVM_TEST_RUN: runId,
+        TMPDIR: scratch,
+      },
       stdio: ["ignore", "pipe", "pipe"],
       detached: true,
     });
@@ -67,7 +80,13 @@ function run(cmd, args, opts = {}) {
     child.on("close", async (code, signal) => {
       clearTimeout(timer);
       clearTimeout(killTimer);
-      resolve({ code, signal, output, leftovers: await leftovers, seconds: (Date.now() - startedAt) / 1000 });
+      const left = await leftovers;
+      try {
+        rmSync(scratch, { recursive: true, force: true });
+      } catch (err) {
+        output += `\n[run-tests] could not remove the test's TMPDIR ${scratch}: ${err.message}\n`;
+      }
+      resolve({ code, signal, output, leftovers: left, seconds: (Date.now() - startedAt) / 1000 });
     });
   });
 }
