@@ -141,15 +141,12 @@ function markedProcesses(marker) {
 function record(name, ok, count, output, seconds) {
   const logFile = join(logDir, `${name.replace(/[^\w.-]+/g, "_")}.log`);
   writeFileSync(logFile, output);
-  if (ok) {
-    passed += count.passed;
-    failed += count.failed;
-  } else {
-    passed += count.passed;
-    failed += Math.max(1, count.failed);
-  }
-  const status = ok && count.failed === 0 ? "ok  " : "FAIL";
-  console.log(`${status} ${name}  (${count.passed} passed, ${count.failed} failed)  ${seconds.toFixed(0)} s`);
+  // A file that failed without a failing test (a crash, a leftover process) counts as one failure.
+  const fileFailed = ok ? count.failed : Math.max(1, count.failed);
+  passed += count.passed;
+  failed += fileFailed;
+  const status = fileFailed === 0 ? "ok  " : "FAIL";
+  console.log(`${status} ${name}  (${count.passed} passed, ${fileFailed} failed)  ${seconds.toFixed(0)} s`);
   if (status === "FAIL") {
     failures.push(name);
     const tail = output.split("\n").slice(-60).join("\n");
@@ -203,26 +200,20 @@ async function runFile(file) {
   const name = relative(root, file);
   const res = await run(process.execPath, ["--enable-source-maps", file]);
   const counts = uvuCounts(res.output);
-  if (res.leftovers.length > 0) {
-    const list = res.leftovers.map((l) => `\n  ${l}`).join("");
-    record(
-      name,
-      false,
-      { passed: counts?.passed ?? 0, failed: Math.max(1, counts?.failed ?? 0) },
-      `${res.output}\n[run-tests] the test left ${res.leftovers.length} process(es) running (killed now):${list}`,
-      res.seconds,
+  const problems = [];
+  if (!counts) problems.push(`no uvu summary (exit ${res.code ?? res.signal})`);
+  if (res.leftovers.length > 0)
+    problems.push(
+      `the test left ${res.leftovers.length} process(es) running (killed now):${res.leftovers.map((l) => `\n  ${l}`).join("")}`,
     );
-  } else if (!counts) {
-    record(
-      name,
-      false,
-      { passed: 0, failed: 1 },
-      `${res.output}\n[run-tests] no uvu summary (exit ${res.code ?? res.signal})`,
-      res.seconds,
-    );
-  } else {
-    record(name, res.code === 0, counts, res.output, res.seconds);
-  }
+  const output = [res.output, ...problems.map((p) => `[run-tests] ${p}`)].join("\n");
+  record(
+    name,
+    res.code === 0 && problems.length === 0,
+    counts ?? { passed: 0, failed: 1 },
+    output,
+    res.seconds,
+  );
 }
 
 const started = Date.now();
