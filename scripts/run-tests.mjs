@@ -25,6 +25,10 @@ let failed = 0;
 const failures = [];
 
 let runs = 0;
+/** The test files running now, each with a function that stops its process group in order. */
+const running = new Set();
+/** Set by SIGINT/SIGTERM: no further file starts. */
+let interrupted;
 
 function run(cmd, args, opts = {}) {
   const startedAt = Date.now();
@@ -57,10 +61,11 @@ function run(cmd, args, opts = {}) {
       output += d;
     });
     let killTimer;
-    const timer = setTimeout(() => {
-      // SIGTERM first: what a test started in its own process group (the main job stops its
-      // agent, collector, Alertmanager and VMs on SIGTERM) gets to clean up; SIGKILL after 60 s.
-      output += `\n[run-tests] deadline of ${timeoutMs / 1000}s passed; stopping the test process group\n`;
+    // SIGTERM first: what a test started in its own process group (the main job stops its
+    // agent, collector, Alertmanager and VMs on SIGTERM) gets to clean up; SIGKILL after 60 s.
+    const stop = (why) => {
+      if (killTimer) return;
+      output += `\n[run-tests] ${why}; stopping the test process group\n`;
       try {
         process.kill(-child.pid, "SIGTERM");
       } catch {}
@@ -70,7 +75,12 @@ function run(cmd, args, opts = {}) {
           process.kill(-child.pid, "SIGKILL");
         } catch {}
       }, 60_000);
-    }, opts.timeoutMs ?? timeoutMs);
+    };
+    running.add(stop);
+    const timer = setTimeout(
+      () => stop(`deadline of ${timeoutMs / 1000}s passed`),
+      opts.timeoutMs ?? timeoutMs,
+    );
     // Reaped when the test's own process exits: a leftover that holds its output pipe open would
     // otherwise keep "close" from ever firing.
     let leftovers = Promise.resolve([]);
@@ -86,6 +96,7 @@ function run(cmd, args, opts = {}) {
       } catch (err) {
         output += `\n[run-tests] could not remove the test's TMPDIR ${scratch}: ${err.message}\n`;
       }
+      running.delete(stop);
       resolve({ code, signal, output, leftovers: left, seconds: (Date.now() - startedAt) / 1000 });
     });
   });
@@ -216,6 +227,18 @@ async function runFile(file) {
   );
 }
 
+// Interrupted (Ctrl-C, or a CI job being stopped): the test files run in process groups of their
+// own and would not get the signal, and would go on running, VMs and all. Stop them the way the
+// deadline does; the files end, are cleaned up after, reported, and no further file starts.
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, () => {
+    if (interrupted) return;
+    interrupted = sig;
+    console.log(`\n[run-tests] ${sig}: stopping ${running.size} running test file(s), starting no more`);
+    for (const stop of running) stop(`the test run got ${sig}`);
+  });
+}
+
 const started = Date.now();
 await step("lint (biome check)", join(root, "node_modules/.bin/biome"), ["check", "."]);
 const built = await step("build + typecheck (tsc -b)", join(root, "node_modules/.bin/tsc"), [
@@ -238,13 +261,19 @@ if (built) {
   const queue = [...unit];
   await Promise.all(
     Array.from({ length: jobs }, async () => {
-      for (let f = queue.shift(); f; f = queue.shift()) await runFile(f);
+      for (let f = queue.shift(); f && !interrupted; f = queue.shift()) await runFile(f);
     }),
   );
-  for (const f of e2e) await runFile(f);
+  for (const f of e2e) if (!interrupted) await runFile(f);
 }
 
 const secs = ((Date.now() - started) / 1000).toFixed(0);
+if (interrupted) {
+  console.log(
+    `\n[run-tests] interrupted by ${interrupted}: the files after the last one reported did not run`,
+  );
+  failed = Math.max(1, failed);
+}
 if (failures.length) console.log(`\nfailed: ${failures.join(", ")}`);
 console.log(`\nduration: ${secs}s`);
 console.log(`${passed} passed, ${failed} failed`);
