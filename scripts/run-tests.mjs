@@ -25,7 +25,7 @@ let failed = 0;
 const failures = [];
 
 let runs = 0;
-/** The test files running now, each with a function that stops its process group in order. */
+/** What runs now (test files, the lint and build steps): each one's function to stop it in order. */
 const running = new Set();
 /** Set by SIGINT/SIGTERM: no further file starts. */
 let interrupted;
@@ -77,10 +77,8 @@ function run(cmd, args, opts = {}) {
       }, 60_000);
     };
     running.add(stop);
-    const timer = setTimeout(
-      () => stop(`deadline of ${timeoutMs / 1000}s passed`),
-      opts.timeoutMs ?? timeoutMs,
-    );
+    const deadlineMs = opts.timeoutMs ?? timeoutMs;
+    const timer = setTimeout(() => stop(`deadline of ${deadlineMs / 1000}s passed`), deadlineMs);
     // Reaped when the test's own process exits: a leftover that holds its output pipe open would
     // otherwise keep "close" from ever firing.
     let leftovers = Promise.resolve([]);
