@@ -7,7 +7,7 @@
 import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS, type FaultKind, type StressProfile } from "@shadowvm/shared";
 import { baselineToStressProfile, generateStressProfile, type ProductionVmData } from "./baseline.js";
 import { type Boundary, estimateBoundaries } from "./boundary.js";
-import { designShift, rdPoint } from "./design.js";
+import { designShift, PairCoverDesign, rdPoint } from "./design.js";
 import {
   fitSelectedModel,
   type KernelBetaModel,
@@ -65,6 +65,8 @@ const DISCOVERY_ARMS = ["fill", "face"] as const;
 type Arm = (typeof DISCOVERY_ARMS)[number] | "corner" | "recall" | "boundary";
 /** Share of each knob's range the initial design spans, centred (see fillPoint). */
 const INITIAL_DESIGN_SPREAD = 0.8;
+/** Points of each later block of the space-filling sequence (see PairCoverDesign). */
+const DESIGN_BLOCK = 8;
 /** Pseudo-trials of the tactics' shared prior. */
 const ARM_PRIOR = 2;
 /** Per-trial discount of a tactic's past results. */
@@ -90,6 +92,9 @@ export class Explorer {
   readonly priorWeight: number;
   private state: ExplorerState;
   private rng: Rng;
+  /** The space-filling sequence `fill` takes its points from. */
+  private readonly design: PairCoverDesign;
+  /** R_d shift of the design, for `face` points. */
   private readonly shift: number[];
   /** Tactic behind each proposed, not yet observed profile (credit for the bandit). */
   private pendingArms: string[] = [];
@@ -120,6 +125,14 @@ export class Explorer {
     }
     this.rng = Rng.fromState(this.state.rng);
     this.shift = designShift(this.state.seed, this.space.size);
+    this.design = new PairCoverDesign({
+      seed: this.state.seed,
+      dim: this.space.size,
+      knobDims: this.space.dims.flatMap((d, i) => (d.kind === "knob" ? [i] : [])),
+      initial: this.initialDesign,
+      initialSpread: INITIAL_DESIGN_SPREAD,
+      block: DESIGN_BLOCK,
+    });
   }
 
   /** A JSON-safe snapshot for the state store. */
@@ -360,18 +373,14 @@ export class Explorer {
   }
 
   /**
-   * Point i of the space-filling sequence. The initial design's knob coordinates are pulled toward
-   * the middle of their range (by INITIAL_DESIGN_SPREAD): a failure region that lies inside the
-   * bounds, placed anywhere, covers a central point more often than one near a face, and the faces
-   * and the corner are what the full-stress probe and the `face` tactic screen. Later fill points
-   * span the whole range, so the outer band is still covered as the campaign goes on.
+   * Point i of the space-filling sequence (PairCoverDesign). The initial design's knob coordinates
+   * keep to the middle of their range (INITIAL_DESIGN_SPREAD): a failure region that lies inside
+   * the bounds, placed anywhere, covers a central point more often than one near a face, and the
+   * faces and the corner are what the full-stress probe and the `face` tactic screen. Later points
+   * span the whole range, in blocks moved to cover each pair of knobs where earlier points left gaps.
    */
   private fillPoint(i: number): number[] {
-    const u = rdPoint(i, this.space.size, this.shift);
-    if (i >= this.initialDesign) return u;
-    return u.map((v, j) =>
-      this.space.dims[j]!.kind === "knob" ? 0.5 + INITIAL_DESIGN_SPREAD * (v - 0.5) : v,
-    );
+    return this.design.point(i);
   }
 
   /**
@@ -393,6 +402,9 @@ export class Explorer {
    * high show there, including those a more severe failure masks at the full corner.
    */
   private nextFace(): StressProfile {
+    // Plain R_d over the whole range: the pair-covering blocks keep knobs away from their edges,
+    // and runs with a knob high but not pushed are what bracket a threshold near the top (measured:
+    // with the blocks' points here, the boundary error rose and masked modes were found less often).
     const base = rdPoint(this.state.design_index++, this.space.size, this.shift);
     return this.space.fromUnit(base.map((v) => (this.rng.random() < FACE_SHARE ? 1 : v)));
   }
