@@ -3,11 +3,12 @@
 // random disc (radius r, centre anywhere inside the bounds) in a random pair of the five knobs?
 // This is the one thing a design can do for an island before any run has failed, so it bounds what
 // a better sequence could add to the explorer's `fill` tactic (docs/explorer.md, "Limits").
-// Every design keeps the knobs in the middle 80% of their range, as the explorer's initial design.
+// Every design keeps the knobs in the middle 80% of their range, as the explorer's initial design
+// (the pair-covering blocks after their first 8 points keep to the middle on their own).
 //
 // Usage (after `npx tsc -b shared agent`):
 //   node test/bench/explorer/designs.mjs [--points 20] [--radius 0.1] [--seeds 60] [--discs 200]
-import { designShift, rdPoint } from "../../../agent/dist/explorer/design.js";
+import { designShift, PairCoverDesign, rdPoint } from "../../../agent/dist/explorer/design.js";
 import { Rng } from "../../../agent/dist/explorer/rng.js";
 
 const args = process.argv.slice(2);
@@ -102,8 +103,19 @@ function designs(seed) {
   const shift = designShift(seed, D);
   const rng = new Rng(`designs:${seed}`);
   const seq = (f) => Array.from({ length: points }, (_, i) => middle(f(i)));
+  const pairCover = new PairCoverDesign({
+    seed,
+    dim: D,
+    knobDims: [0, 1, 2, 3, 4],
+    initial: 8,
+    initialSpread: 0.8,
+    block: 8,
+  });
   return {
-    "R_d (the explorer's)": seq((i) => rdPoint(i, D, shift)),
+    // The explorer's fill sequence: R_d for the first 8 (middle 80%), then pair-covering blocks of 8
+    // over the whole range (the blocks keep to the middle on their own: see PairCoverDesign).
+    "pair-cover blocks (the explorer's)": Array.from({ length: points }, (_, i) => pairCover.point(i)),
+    "R_d (the explorer's before)": seq((i) => rdPoint(i, D, shift)),
     "R_d, knobs and faults apart": seq((i) => [
       ...rdPoint(i, KNOBS, shift),
       ...rdPoint(i, D - KNOBS, shift.slice(KNOBS)),
