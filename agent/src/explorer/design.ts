@@ -29,6 +29,13 @@ const COVER_GRID = 20;
 /** Coordinate-exchange passes over a block, and candidate values tried per coordinate. */
 const COVER_SWEEPS = 30;
 const COVER_TRIES = 8;
+/**
+ * Points after this many are plain R_d, not fitted. Every pair of knobs is covered at COVER_RADIUS
+ * within about 48 points, after which the blocks no longer move anyway; but each block re-adds
+ * every earlier point, and blocks are recomputed whenever an explorer is rebuilt from its state, so
+ * without a cap a long-lived VM's campaigns would pay a cost quadratic in its history.
+ */
+export const COVER_MAX_POINTS = 256;
 
 export interface PairCoverOptions {
   seed: number | string;
@@ -79,7 +86,7 @@ export class PairCoverDesign {
       for (const j of knobDims) u[j] = lo + (1 - 2 * lo) * u[j]!;
       this.points.push(u);
     }
-    if (first || knobDims.length < 2) return;
+    if (first || knobDims.length < 2 || start >= COVER_MAX_POINTS) return;
     const cover = new PairCover(knobDims);
     for (const p of this.points) cover.add(p, 1);
     const rng = new Rng(`pair-cover:${this.opts.seed}:${start}`);
