@@ -377,7 +377,8 @@ export class Explorer {
    * keep to the middle of their range (INITIAL_DESIGN_SPREAD): a failure region that lies inside
    * the bounds, placed anywhere, covers a central point more often than one near a face, and the
    * faces and the corner are what the full-stress probe and the `face` tactic screen. Later points
-   * span the whole range, in blocks moved to cover each pair of knobs where earlier points left gaps.
+   * come in blocks moved to cover each pair of knobs where earlier points left gaps, which keeps
+   * them off the edges of the ranges until every pair is covered.
    */
   private fillPoint(i: number): number[] {
     return this.design.point(i);

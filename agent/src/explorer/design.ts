@@ -56,7 +56,8 @@ export interface PairCoverOptions {
  * whole range and moves their knob coordinates, one at a time (coordinate exchange), to cover as
  * much as it can of every pair of knobs that the points before it leave uncovered: each point
  * covers a disc of radius COVER_RADIUS around itself in each pair's unit square, counted at the
- * centres of a grid inside the square.
+ * centres of a grid inside the square. (So moved points keep off the top and bottom tenth of each
+ * range, where a disc would stick out: thresholds there are left to the explorer's other tactics.)
  * Why pairs: a failure that needs two knobs in some band at once (an island) shows only to a run
  * inside that band of both, and R_d spreads points evenly over the whole space, not over each
  * pair of knobs. Fault coordinates stay R_d's. Point i is a function of (seed, i): a block is
