@@ -7,7 +7,7 @@
 import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS, type FaultKind, type StressProfile } from "@shadowvm/shared";
 import { baselineToStressProfile, generateStressProfile, type ProductionVmData } from "./baseline.js";
 import { type Boundary, estimateBoundaries } from "./boundary.js";
-import { designShift, PairCoverDesign, rdPoint } from "./design.js";
+import { PairCoverDesign } from "./design.js";
 import {
   fitSelectedModel,
   type KernelBetaModel,
@@ -92,10 +92,8 @@ export class Explorer {
   readonly priorWeight: number;
   private state: ExplorerState;
   private rng: Rng;
-  /** The space-filling sequence `fill` takes its points from. */
+  /** The space-filling sequence `fill` takes its points from (and `face` its plain R_d points). */
   private readonly design: PairCoverDesign;
-  /** R_d shift of the design, for `face` points. */
-  private readonly shift: number[];
   /** Tactic behind each proposed, not yet observed profile (credit for the bandit). */
   private pendingArms: string[] = [];
 
@@ -124,7 +122,6 @@ export class Explorer {
       };
     }
     this.rng = Rng.fromState(this.state.rng);
-    this.shift = designShift(this.state.seed, this.space.size);
     this.design = new PairCoverDesign({
       seed: this.state.seed,
       dim: this.space.size,
@@ -406,7 +403,7 @@ export class Explorer {
     // Plain R_d over the whole range: the pair-covering blocks keep knobs away from their edges,
     // and runs with a knob high but not pushed are what bracket a threshold near the top (measured:
     // with the blocks' points here, the boundary error rose and masked modes were found less often).
-    const base = rdPoint(this.state.design_index++, this.space.size, this.shift);
+    const base = this.design.plainPoint(this.state.design_index++);
     return this.space.fromUnit(base.map((v) => (this.rng.random() < FACE_SHARE ? 1 : v)));
   }
 

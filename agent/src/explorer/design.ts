@@ -76,14 +76,19 @@ export class PairCoverDesign {
     return [...this.points[i]!];
   }
 
+  /** R_d point i over the whole range, as the blocks start from it: not moved, not kept to the middle. */
+  plainPoint(i: number): number[] {
+    return rdPoint(i, this.opts.dim, this.shift);
+  }
+
   private addBlock(): void {
-    const { dim, knobDims, initial, initialSpread, block } = this.opts;
+    const { knobDims, initial, initialSpread, block } = this.opts;
     const first = this.points.length === 0;
     const start = this.points.length;
     const end = start + (first ? initial : block);
     const lo = first ? 0.5 - initialSpread / 2 : 0;
     for (let i = start; i < end; i++) {
-      const u = rdPoint(i, dim, this.shift);
+      const u = this.plainPoint(i);
       for (const j of knobDims) u[j] = lo + (1 - 2 * lo) * u[j]!;
       this.points.push(u);
     }
