@@ -31,9 +31,9 @@ const COVER_SWEEPS = 30;
 const COVER_TRIES = 8;
 /**
  * Points after this many are plain R_d, not fitted. Every pair of knobs is covered at COVER_RADIUS
- * within about 48 points, after which the blocks no longer move anyway; but each block re-adds
- * every earlier point, and blocks are recomputed whenever an explorer is rebuilt from its state, so
- * without a cap a long-lived VM's campaigns would pay a cost quadratic in its history.
+ * within about 48 points, after which the blocks no longer move anyway; but each block still costs
+ * a pass of tries, and blocks are recomputed whenever an explorer is rebuilt from its state, so
+ * without a cap a long-lived VM's campaigns would pay for every block of its history.
  */
 export const COVER_MAX_POINTS = 256;
 
@@ -66,9 +66,12 @@ export interface PairCoverOptions {
 export class PairCoverDesign {
   private readonly points: number[][] = [];
   private readonly shift: number[];
+  /** Coverage of the points so far (absent with fewer than two knobs: no pairs to cover). */
+  private readonly cover: PairCover | undefined;
 
   constructor(private readonly opts: PairCoverOptions) {
     this.shift = designShift(opts.seed, opts.dim);
+    if (opts.knobDims.length >= 2) this.cover = new PairCover(opts.knobDims);
   }
 
   point(i: number): number[] {
@@ -92,9 +95,10 @@ export class PairCoverDesign {
       for (const j of knobDims) u[j] = lo + (1 - 2 * lo) * u[j]!;
       this.points.push(u);
     }
-    if (first || knobDims.length < 2 || start >= COVER_MAX_POINTS) return;
-    const cover = new PairCover(knobDims);
-    for (const p of this.points) cover.add(p, 1);
+    const cover = this.cover;
+    if (!cover || start >= COVER_MAX_POINTS) return;
+    for (let i = start; i < end; i++) cover.add(this.points[i]!, 1);
+    if (first) return;
     const rng = new Rng(`pair-cover:${this.opts.seed}:${start}`);
     for (let sweep = 0; sweep < COVER_SWEEPS; sweep++) {
       let moved = false;
