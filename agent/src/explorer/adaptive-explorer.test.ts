@@ -255,7 +255,9 @@ test("boundary: per found signature, what it needs and its least stress, never a
     const b = r.boundary[sig]!;
     assert.ok(b.trials_with_signature >= 1);
     assert.ok(b.min_stress > 0 && b.min_stress <= b.observed_min_stress, sig);
-    assert.ok(b.min_stress_interval && b.min_stress_interval[0] <= b.min_stress_interval[1], sig);
+    // The interval always holds the estimate.
+    const [lo, hi] = b.min_stress_interval!;
+    assert.ok(lo <= b.min_stress && b.min_stress <= hi, `${sig}: ${b.min_stress} in [${lo}, ${hi}]`);
     assert.ok(evaluator(b.observed_min_profile).signatures.includes(sig));
     assert.ok(b.needs.length >= 1, sig);
   }
@@ -274,6 +276,9 @@ test("boundary: per found signature, what it needs and its least stress, never a
     assert.ok(n.between[0] <= n.at_least && n.at_least <= n.between[1], `${knob} ${n.at_least}`);
   }
   assert.ok(Math.abs(oops.min_stress - 1.026) < 0.15, `kernel-oops least stress ${oops.min_stress}`);
+  // ...and its interval holds the true least stress.
+  const [lo, hi] = oops.min_stress_interval!;
+  assert.ok(lo <= 1.026 && 1.026 <= hi, `kernel-oops interval [${lo}, ${hi}]`);
   // Every need at the top of its bracket is a profile that really shows it.
   const top = { ...oops.min_stress_profile, memory_load: need("memory_load").between[1] };
   top.faults = top.faults.map((f) =>

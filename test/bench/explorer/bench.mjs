@@ -18,12 +18,11 @@
 import { writeFileSync } from "node:fs";
 import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS } from "@shadowvm/shared";
 import { Explorer } from "../../../agent/dist/explorer/adaptive-explorer.js";
-import { minStressPoint } from "../../../agent/dist/explorer/boundary.js";
 import { explore } from "../../../agent/dist/explorer/explore.js";
 import { Rng } from "../../../agent/dist/explorer/rng.js";
 import { FunctionRunner, OracleProcessRunner } from "../../../agent/dist/explorer/runner.js";
-import { ProfileSpace, stressOf } from "../../../agent/dist/explorer/space.js";
-import { FAMILIES, makeEvaluator } from "./evaluators.mjs";
+import { ProfileSpace } from "../../../agent/dist/explorer/space.js";
+import { FAMILIES, makeEvaluator, trueLeastStress } from "./evaluators.mjs";
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -40,22 +39,6 @@ const useOracle = args.includes("--oracle");
 const jsonOut = opt("json", "");
 
 const space = new ProfileSpace({ bounds: DEFAULT_PROFILE_BOUNDS, faultKinds: FAULT_KINDS, durationS: 120 });
-
-/** True least stress with p >= 0.5 per signature, from the evaluator's noise-free probabilities. */
-function trueBoundaries(ev) {
-  const rng = new Rng(`truth:${ev.family}:${ev.instanceSeed}`);
-  const samples = Array.from({ length: 4000 }, () =>
-    space.features(space.fromUnit(space.dims.map(() => rng.random()))),
-  );
-  const out = {};
-  for (const sig of ev.signatures) {
-    const prob = (z) => ev.probs(space.profileFromFeatures(z)).get(sig) ?? 0;
-    const inside = samples.filter((z) => prob(z) >= 0.5).sort((a, b) => stressOf(a) - stressOf(b));
-    const r = minStressPoint(prob, space.size, inside.slice(0, 40), rng, { randomRays: 600, steps: 60 });
-    out[sig] = r ? r.stress : null;
-  }
-  return out;
-}
 
 /** Campaign of `uniform-all-faults`: uniform knobs, every fault kind at a uniform rate. */
 async function uniformAllFaults(runner, budget, seed) {
@@ -78,7 +61,7 @@ const started = Date.now();
 for (const family of families) {
   for (let s = firstSeed; s < firstSeed + seeds; s++) {
     const ev = makeEvaluator(family, s);
-    const truth = trueBoundaries(ev);
+    const truth = trueLeastStress(ev);
     for (const strategy of strategies) {
       for (const budget of budgets) {
         const noise = new Rng(`noise:${s}`);

@@ -7,8 +7,11 @@
 //   signatures            every signature it can produce
 //   probs(profile)        Map signature -> noise-free probability (for scoring only)
 //   outcome(profile, rng) one sampled outcome {failed, signatures}
+// and trueLeastStress(evaluator) gives the ground truth the boundary estimates are scored against.
 import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS } from "@shadowvm/shared";
+import { minStressPoint } from "../../../agent/dist/explorer/boundary.js";
 import { Rng } from "../../../agent/dist/explorer/rng.js";
+import { ProfileSpace, stressOf } from "../../../agent/dist/explorer/space.js";
 
 const B = DEFAULT_PROFILE_BOUNDS;
 const KNOBS = ["cpu_load", "memory_load", "io_load", "net_latency_ms", "net_loss_pct"];
@@ -209,4 +212,26 @@ export function makeEvaluator(family, instanceSeed) {
       return { failed: sigs.length > 0, signatures: sigs };
     },
   };
+}
+
+const space = new ProfileSpace({ bounds: B, faultKinds: FAULT_KINDS, durationS: 120 });
+
+/**
+ * True least stress with p >= 0.5 per signature (null if none is found), from the evaluator's
+ * noise-free probabilities, by the same ray search the explorer's model crossing uses, with many
+ * more rays: the ground truth of the boundary scores.
+ */
+export function trueLeastStress(ev) {
+  const rng = new Rng(`truth:${ev.family}:${ev.instanceSeed}`);
+  const samples = Array.from({ length: 4000 }, () =>
+    space.features(space.fromUnit(space.dims.map(() => rng.random()))),
+  );
+  const out = {};
+  for (const sig of ev.signatures) {
+    const prob = (z) => ev.probs(space.profileFromFeatures(z)).get(sig) ?? 0;
+    const inside = samples.filter((z) => prob(z) >= 0.5).sort((a, b) => stressOf(a) - stressOf(b));
+    const r = minStressPoint(prob, space.size, inside.slice(0, 40), rng, { randomRays: 600, steps: 60 });
+    out[sig] = r ? r.stress : null;
+  }
+  return out;
 }

@@ -1,0 +1,63 @@
+import { DEFAULT_PROFILE_BOUNDS } from "@shadowvm/shared";
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { estimateBoundaries } from "./boundary.js";
+import { Rng } from "./rng.js";
+import { ProfileSpace, stressOf } from "./space.js";
+
+const space = new ProfileSpace({ bounds: DEFAULT_PROFILE_BOUNDS, faultKinds: [], durationS: 60 });
+const MEMORY = space.dims.findIndex((d) => d.kind === "knob" && d.knob === "memory_load");
+const IO = space.dims.findIndex((d) => d.kind === "knob" && d.knob === "io_load");
+/** The failure: memory at least 0.6 and I/O at least 0.5 of their ranges; least stress hypot(0.6, 0.5). */
+const fires = (z: readonly number[]) => z[MEMORY]! >= 0.6 && z[IO]! >= 0.5;
+const TRUE_LEAST_STRESS = Math.hypot(0.6, 0.5);
+
+/** A small campaign: the full-stress run and `n` uniform runs, labelled by `fires`. */
+function campaign(seed: number, n: number) {
+  const rng = new Rng(`boundary-test:${seed}`);
+  const units = [
+    space.dims.map(() => 1),
+    ...Array.from({ length: n }, () => space.dims.map(() => rng.random())),
+  ];
+  return units.map((u) => {
+    const profile = space.fromUnit(u);
+    const z = space.features(profile);
+    return { z, profile, signatures: fires(z) ? ["oom"] : [] };
+  });
+}
+
+test("the least-stress interval holds the estimate, and the truth in most small campaigns", () => {
+  let holds = 0;
+  const campaigns = 30;
+  for (let seed = 1; seed <= campaigns; seed++) {
+    const b = estimateBoundaries({
+      space,
+      own: campaign(seed, 11),
+      priors: [],
+      rng: new Rng(seed),
+      bootstrap: 16,
+    })["oom"]!;
+    const [lo, hi] = b.min_stress_interval!;
+    assert.ok(
+      lo <= b.min_stress && b.min_stress <= hi,
+      `seed ${seed}: ${b.min_stress} outside [${lo}, ${hi}]`,
+    );
+    // Never above the least stress seen with the failure (that run is one the failure needs no more than).
+    assert.ok(hi <= b.observed_min_stress + 1e-9, `seed ${seed}: ${hi} > ${b.observed_min_stress}`);
+    if (lo <= TRUE_LEAST_STRESS && TRUE_LEAST_STRESS <= hi) holds++;
+  }
+  // A 10-90% interval should hold it in about 80% of campaigns; it does in 25 of these 30. (The
+  // percentile bootstrap of the estimate itself, reported before, held it in 17: resampling a
+  // handful of runs hardly moves a threshold read off the least positive run.)
+  assert.ok(holds >= 0.7 * campaigns, `interval held the true least stress in ${holds} of ${campaigns}`);
+});
+
+test("a signature seen once at full stress: the interval spans what the runs leave open", () => {
+  const own = campaign(7, 11).map((r, i) => (i === 0 ? r : { ...r, signatures: [] }));
+  const b = estimateBoundaries({ space, own, priors: [], rng: new Rng(1), bootstrap: 16 })["oom"]!;
+  const [lo, hi] = b.min_stress_interval!;
+  assert.ok(hi > lo, `[${lo}, ${hi}]`);
+  assert.ok(hi <= stressOf(own[0]!.z) + 1e-9);
+});
+
+test.run();
