@@ -76,9 +76,16 @@ test("a 12-run adaptive campaign on real shadows finds >= 2 distinct failure sig
         // The estimate lies in the bracket the runs without and with the signature put it in.
         assert.ok(n.between[0] <= n.at_least && n.at_least <= n.between[1], `${fp} ${JSON.stringify(n)}`);
       }
+      // And the interval it likely lies in holds the estimate, under the least stress seen.
+      assert.ok(b.min_stress_interval, `${fp}: an interval`);
+      const [lo, hi] = b.min_stress_interval;
+      assert.ok(
+        lo <= b.min_stress && b.min_stress <= hi && hi <= b.observed_min_stress,
+        `${fp}: [${lo}, ${hi}]`,
+      );
       const needs = b.needs.map((n) => `${needLabel(n)} (runs ${n.between.join("-")})`).join(" ");
       log(
-        `boundary ${out.signatures[fp]?.title}: least stress seen ${b.observed_min_stress}, estimated ${b.min_stress}, needs ${needs}`,
+        `boundary ${out.signatures[fp]?.title}: least stress seen ${b.observed_min_stress}, estimated ${b.min_stress} (likely ${lo}-${hi}), needs ${needs}`,
       );
     }
     const failed = out.trials.filter((t) => t.outcome.failed).length;
