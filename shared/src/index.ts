@@ -6,6 +6,7 @@ export * from "./errors.js";
 export * from "./failures/index.js";
 export * from "./log/logger.js";
 export * from "./net/free-port.js";
+export * from "./stats.js";
 export * from "./stress-profile.js";
 export * from "./version.js";
 export * from "./wait-for.js";

@@ -33,7 +33,6 @@ export {
   MAX_KEPT_SAMPLES,
   type ProbeResult,
   type ProbeTarget,
-  percentile,
   probeOnce,
   probeStats,
   type ThresholdOptions,

@@ -2,13 +2,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import {
-  LatencyMonitor,
-  latencyThresholdFromControl,
-  percentile,
-  probeOnce,
-  probeStats,
-} from "./service-probe.js";
+import { LatencyMonitor, latencyThresholdFromControl, probeOnce, probeStats } from "./service-probe.js";
 import type { ProbeSample } from "./types.js";
 
 const sample = (latencyMs: number, extra: Partial<ProbeSample> = {}): ProbeSample => ({
@@ -18,14 +12,6 @@ const sample = (latencyMs: number, extra: Partial<ProbeSample> = {}): ProbeSampl
   timedOut: false,
   guestRunning: true,
   ...extra,
-});
-
-test("percentile is nearest-rank", () => {
-  assert.is(percentile([], 0.5), null);
-  assert.is(percentile([5], 0.99), 5);
-  assert.is(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5), 5);
-  assert.is(percentile([10, 1, 9, 2, 8, 3, 7, 4, 6, 5], 0.9), 9);
-  assert.is(percentile([1, 2, 3, 100], 0.99), 100);
 });
 
 test("latency threshold from the control: p99 x factor, a floor, and no baseline without samples", () => {

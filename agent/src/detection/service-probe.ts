@@ -1,7 +1,7 @@
 // HTTP probes of a shadow's service (through its isolated loopback port forward), their
 // statistics, the latency threshold derived from a control shadow, and the latency-breach rule.
 import { request } from "node:http";
-import { ShadowvmError } from "@shadowvm/shared";
+import { percentile, ShadowvmError } from "@shadowvm/shared";
 import type { ProbeSample, ProbeStats } from "./types.js";
 
 export interface ProbeTarget {
@@ -54,14 +54,6 @@ export function probeOnce(url: string, timeoutMs: number, signal?: AbortSignal):
     req.on("error", (err) => done({ ok: false, timedOut: false, error: err.message }));
     req.end();
   });
-}
-
-/** Nearest-rank percentile (p in [0, 1]) of the values; null when there are none. */
-export function percentile(values: readonly number[], p: number): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = Math.min(sorted.length, Math.max(1, Math.ceil(p * sorted.length)));
-  return sorted[rank - 1]!;
 }
 
 export interface ThresholdOptions {

@@ -4,7 +4,7 @@
 // runs. Next to it, for comparison, the least-stress point where the signature's probability model
 // says p >= 0.5 (found by scanning rays from the idle origin and shrinking coordinates while
 // p >= 0.5), and the least stress actually seen.
-import type { StressProfile } from "@shadowvm/shared";
+import { percentile, type StressProfile } from "@shadowvm/shared";
 import { fitConjunction } from "./conjunction.js";
 import { fitSelectedModel, type LabeledPoint } from "./model.js";
 import type { Rng } from "./rng.js";
@@ -164,6 +164,8 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
         runs.filter((r) => !r.signatures.includes(sig)).map((r) => r.z),
       );
     const fit = conjunction(own)!;
+    const estimate = stressOf(fit.thresholds);
+    const observed = stressOf(obs.z);
     let interval: [number, number] | null = null;
     let support: number | null = null;
     const b = input.bootstrap ?? 0;
@@ -182,12 +184,11 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
       }
       support = lows.length / b;
       if (lows.length > 0) {
-        const estimate = stressOf(fit.thresholds);
         // A resample without the least-stress run can put the top above it; that run itself shows
         // the failure needs no more.
         interval = [
-          round4(Math.min(estimate, quantile(lows, 0.1))),
-          round4(Math.min(stressOf(obs.z), Math.max(estimate, quantile(highs, 0.9)))),
+          round4(Math.min(estimate, percentile(lows, 0.1)!)),
+          round4(Math.min(observed, Math.max(estimate, percentile(highs, 0.9)!))),
         ];
       }
     }
@@ -204,9 +205,9 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
     const profile = space.profileFromFeatures(fit.thresholds);
     out[sig] = {
       trials_with_signature: positives.length,
-      observed_min_stress: round4(stressOf(obs.z)),
+      observed_min_stress: round4(observed),
       observed_min_profile: obs.profile,
-      min_stress: round4(stressOf(fit.thresholds)),
+      min_stress: round4(estimate),
       min_stress_profile: profile,
       needs: fit.needed.map((j) => ({
         knob: space.dimName(j),
@@ -234,12 +235,6 @@ function profileValue(space: ProfileSpace, j: number, intensity: number): number
   const d = space.dims[j]!;
   if (d.kind === "knob") return profile[d.knob];
   return profile.faults.find((f) => f.kind === d.fault)?.rate ?? 0;
-}
-
-/** The f-quantile of xs (the value at rank floor(f * n) of the sorted values). */
-function quantile(xs: readonly number[], f: number): number {
-  const sorted = [...xs].sort((x, y) => x - y);
-  return sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))]!;
 }
 
 function round4(v: number): number {
