@@ -63,6 +63,11 @@ type SlotKind = "discover" | "boundary";
 /** Discovery tactics the bandit chooses among (see docs/explorer.md). */
 const DISCOVERY_ARMS = ["fill", "face"] as const;
 type Arm = (typeof DISCOVERY_ARMS)[number] | "corner" | "recall" | "boundary";
+/**
+ * What the full-stress probe showed, which decides the discovery tactic (see discoveryTactic):
+ * nothing, one signature (a crash may hide milder ones), or several at once.
+ */
+type ProbeVerdict = "not-run" | "quiet" | "single" | "several";
 /** Share of each knob's range the initial design spans, centred (see fillPoint). */
 const INITIAL_DESIGN_SPREAD = 0.8;
 /** Points of each later block of the space-filling sequence (see PairCoverDesign). */
@@ -73,6 +78,9 @@ const ARM_PRIOR = 2;
 const ARM_DISCOUNT = 0.85;
 /** Share of coordinates a `face` point pushes to their maximum. */
 const FACE_SHARE = 0.25;
+/** After a single-signature probe, partial corners in a row without a new signature before the
+ * bandit takes over the discovery slots. */
+const FACE_DRY_WINDOW = 6;
 /** A fill point the known signatures' models explain with at least this probability is skipped... */
 const EXPLAINED = 0.7;
 /** ...at most this many times in a row (the sequence stays space-filling). */
@@ -245,15 +253,19 @@ export class Explorer {
     // mode that grows with stress shows there, so one run screens them all (a crash may hide the
     // milder ones: the face and fill tactics look for those).
     const probe = this.fullStressProbe();
+    const verdict = probeVerdict(probe);
     if (!probe) {
       out.push(this.space.fromUnit(new Array<number>(D).fill(1)));
       this.pendingArms.push("corner");
     }
-    // Initial space-filling design (only counts this VM's own trials).
+    // Initial space-filling design (only counts this VM's own trials). When full stress showed a
+    // single signature, the rest of it is skipped: partial corners are what uncover the milder
+    // modes a crash hides, and they should start at once (see discoveryTactic).
+    const initialDesign = verdict === "single" ? 0 : this.initialDesign;
     while (
       out.length < k &&
-      this.state.design_index < this.initialDesign &&
-      this.state.trials.length + out.length < this.initialDesign
+      this.state.design_index < initialDesign &&
+      this.state.trials.length + out.length < initialDesign
     ) {
       out.push(this.space.fromUnit(this.fillPoint(this.state.design_index++)));
       this.pendingArms.push("fill");
@@ -291,9 +303,6 @@ export class Explorer {
     };
 
     const saturated = ownSigs.length > 0 && this.discoverySaturated();
-    // Partial corners pay only for failure modes that grow with stress; when full stress showed
-    // nothing there are none, and every discovery run is better spent filling the space evenly.
-    const fullStressPassed = probe !== undefined && probe.outcome.signatures.length === 0;
     const armStats = this.armStats();
     let slot = this.state.trials.length + out.length;
     let boundaryTurn = this.state.trials.length;
@@ -332,7 +341,7 @@ export class Explorer {
         }
         profile = this.space.fromUnit(best.u);
       } else {
-        arm = fullStressPassed ? "fill" : this.chooseArm(armStats);
+        arm = this.discoveryTactic(verdict, armStats);
         profile = arm === "face" ? this.nextFace() : this.nextFill(explained);
       }
       tried.push(this.space.features(profile));
@@ -340,6 +349,32 @@ export class Explorer {
       out.push(profile);
     }
     return out;
+  }
+
+  /**
+   * The tactic of a discovery slot, from what the full-stress probe showed:
+   * - nothing: `fill`. Partial corners pay only for failure modes that grow with stress, and a
+   *   quiet full-stress run says there are none.
+   * - a single signature: `face`, until FACE_DRY_WINDOW of them in a row find nothing new. A crash
+   *   at full stress may hide milder modes, and partial corners, with a few coordinates high, are
+   *   where those show without it. (On real shadows every run reports its primary failure only,
+   *   so a failing full-stress run always takes this path.)
+   * Otherwise (several signatures at full stress, the probe's outcome not known yet, or partial
+   * corners run dry) the bandit: which tactic pays then depends on the failure geometry.
+   */
+  private discoveryTactic(verdict: ProbeVerdict, armStats: Map<Arm, { pulls: number; wins: number }>): Arm {
+    if (verdict === "quiet") return "fill";
+    if (verdict === "single" && !this.facesRanDry()) return "face";
+    return this.chooseArm(armStats);
+  }
+
+  /** Whether the last FACE_DRY_WINDOW own `face` runs all found no new signature. */
+  private facesRanDry(): boolean {
+    const faceFoundNew: boolean[] = [];
+    this.forEachOwnTrial((t, isNew) => {
+      if (t.arm === "face") faceFoundNew.push(isNew);
+    });
+    return faceFoundNew.length >= FACE_DRY_WINDOW && !faceFoundNew.slice(-FACE_DRY_WINDOW).some(Boolean);
   }
 
   /**
@@ -458,11 +493,9 @@ export class Explorer {
     if (trials.length < SATURATION_WINDOW) return false;
     const probe = this.fullStressProbe();
     if (!probe || probe.outcome.signatures.length === 0) return false;
-    const seen = new Set<string>();
     let newest = -1;
-    trials.forEach((t, i) => {
-      if (t.outcome.signatures.some((x) => !seen.has(x))) newest = i;
-      for (const x of t.outcome.signatures) seen.add(x);
+    this.forEachOwnTrial((_, isNew, i) => {
+      if (isNew) newest = i;
     });
     return newest < trials.length - SATURATION_WINDOW;
   }
@@ -472,16 +505,23 @@ export class Explorer {
     return this.state.trials.find((t) => t.arm === "corner");
   }
 
+  /** Calls `fn` for every own trial in order, with whether it showed a signature not seen before it. */
+  private forEachOwnTrial(fn: (trial: StoredTrial, isNew: boolean, index: number) => void): void {
+    const seen = new Set<string>();
+    this.state.trials.forEach((t, i) => {
+      const isNew = t.outcome.signatures.some((x) => !seen.has(x));
+      for (const x of t.outcome.signatures) seen.add(x);
+      fn(t, isNew, i);
+    });
+  }
+
   /** Per discovery tactic: own trials it proposed and how many of them found a new signature. */
   private armStats(): Map<Arm, { pulls: number; wins: number }> {
     const stats = new Map<Arm, { pulls: number; wins: number }>(
       DISCOVERY_ARMS.map((a) => [a, { pulls: 0, wins: 0 }]),
     );
-    const seen = new Set<string>();
     const n = this.state.trials.length;
-    this.state.trials.forEach((t, i) => {
-      const isNew = t.outcome.signatures.some((x) => !seen.has(x));
-      for (const x of t.outcome.signatures) seen.add(x);
+    this.forEachOwnTrial((t, isNew, i) => {
       const st = t.arm ? stats.get(t.arm as Arm) : undefined;
       if (!st) return;
       // Discounted: finding new signatures depletes a tactic's region, so recent results count more.
@@ -515,18 +555,14 @@ export class Explorer {
     const faultDims = this.space.dims.map((d, i) => (d.kind === "fault" ? i : -1)).filter((i) => i >= 0);
     // Thompson sampling per fault kind: "on" wins when a draw of its discovery rate with the fault
     // beats a draw of the rate without it.
-    const own = this.state.trials;
     const stats = faultDims.map((dimIdx) => {
       const kind = this.space.dims[dimIdx]!;
       const s = { on: [1, 1], off: [1, 1] };
-      const seen = new Set<string>();
-      for (const t of own) {
-        const isNew = t.outcome.signatures.some((x) => !seen.has(x));
-        for (const x of t.outcome.signatures) seen.add(x);
+      this.forEachOwnTrial((t, isNew) => {
         const on = kind.kind === "fault" && t.profile.faults.some((f) => f.kind === kind.fault && f.rate > 0);
         const arm = on ? s.on : s.off;
         arm[isNew ? 0 : 1]! += 1;
-      }
+      });
       return s;
     });
     const failing = rows.filter((r) => r.failed);
@@ -584,4 +620,10 @@ export class Explorer {
 function clampUnit(v: number, faultFrom?: number): number {
   if (faultFrom === undefined) return Math.min(1, Math.max(0, v));
   return faultFrom >= 0.5 ? Math.min(1, Math.max(0.5, v)) : Math.min(0.499, Math.max(0, v));
+}
+
+function probeVerdict(probe: StoredTrial | undefined): ProbeVerdict {
+  if (!probe) return "not-run";
+  const shown = probe.outcome.signatures.length;
+  return shown === 0 ? "quiet" : shown === 1 ? "single" : "several";
 }
