@@ -20,10 +20,13 @@ function evaluator(p: StressProfile): Outcome {
   return { failed: sigs.length > 0, signatures: sigs };
 }
 
+/** Where the crash of `masked` happens: CPU and I/O both near their maximum. */
+const crashes = (p: StressProfile) => p.cpu_load > 1.6 && p.io_load > 2.4;
+
 /** The same modes behind a crash: only the most severe signature is reported, at full stress "panic". */
 function masked(p: StressProfile): Outcome {
   const o = evaluator(p);
-  if (p.cpu_load > 1.6 && p.io_load > 2.4) o.signatures.push("panic");
+  if (crashes(p)) o.signatures.push("panic");
   return o.signatures.length > 0 ? { failed: true, signatures: [o.signatures.at(-1)!] } : o;
 }
 
@@ -228,9 +231,7 @@ test("full stress shows a single signature: partial corners at once, the bandit 
   // Where partial corners find nothing new at all, the bandit takes over after six of them.
   const dry = new Explorer({ strategy: "adaptive", seed: 2, initialDesign: 4 });
   const panicOnly = (p: StressProfile): Outcome =>
-    p.cpu_load > 1.6 && p.io_load > 2.4
-      ? { failed: true, signatures: ["panic"] }
-      : { failed: false, signatures: [] };
+    crashes(p) ? { failed: true, signatures: ["panic"] } : { failed: false, signatures: [] };
   runBatches(dry, 8, panicOnly);
   const later = dry.trials.map((t) => t.arm).slice(4);
   assert.equal(later.slice(0, 6), ["face", "face", "face", "face", "face", "face"]);

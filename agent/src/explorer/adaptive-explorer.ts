@@ -64,7 +64,7 @@ type SlotKind = "discover" | "boundary";
 const DISCOVERY_ARMS = ["fill", "face"] as const;
 type Arm = (typeof DISCOVERY_ARMS)[number] | "corner" | "recall" | "boundary";
 /**
- * What the full-stress probe showed, which decides the discovery tactic (see discoveryTactic):
+ * What the full-stress probe showed, which decides the discovery tactic (see probeTactic):
  * nothing, one signature (a crash may hide milder ones), or several at once.
  */
 type ProbeVerdict = "not-run" | "quiet" | "single" | "several";
@@ -260,7 +260,7 @@ export class Explorer {
     }
     // Initial space-filling design (only counts this VM's own trials). When full stress showed a
     // single signature, the rest of it is skipped: partial corners are what uncover the milder
-    // modes a crash hides, and they should start at once (see discoveryTactic).
+    // modes a crash hides, and they should start at once (see probeTactic).
     const initialDesign = verdict === "single" ? 0 : this.initialDesign;
     while (
       out.length < k &&
@@ -304,6 +304,8 @@ export class Explorer {
 
     const saturated = ownSigs.length > 0 && this.discoverySaturated();
     const armStats = this.armStats();
+    // Set for the whole batch by what full stress showed, or left to the bandit slot by slot.
+    const probeTactic = this.probeTactic(verdict);
     let slot = this.state.trials.length + out.length;
     let boundaryTurn = this.state.trials.length;
     let recalls =
@@ -341,7 +343,7 @@ export class Explorer {
         }
         profile = this.space.fromUnit(best.u);
       } else {
-        arm = this.discoveryTactic(verdict, armStats);
+        arm = probeTactic ?? this.chooseArm(armStats);
         profile = arm === "face" ? this.nextFace() : this.nextFill(explained);
       }
       tried.push(this.space.features(profile));
@@ -352,7 +354,7 @@ export class Explorer {
   }
 
   /**
-   * The tactic of a discovery slot, from what the full-stress probe showed:
+   * The tactic of the discovery slots, from what the full-stress probe showed:
    * - nothing: `fill`. Partial corners pay only for failure modes that grow with stress, and a
    *   quiet full-stress run says there are none.
    * - a single signature: `face`, until FACE_DRY_WINDOW of them in a row find nothing new. A crash
@@ -360,12 +362,13 @@ export class Explorer {
    *   where those show without it. (On real shadows every run reports its primary failure only,
    *   so a failing full-stress run always takes this path.)
    * Otherwise (several signatures at full stress, the probe's outcome not known yet, or partial
-   * corners run dry) the bandit: which tactic pays then depends on the failure geometry.
+   * corners run dry) undefined: the bandit chooses, as which tactic pays then depends on the
+   * failure geometry.
    */
-  private discoveryTactic(verdict: ProbeVerdict, armStats: Map<Arm, { pulls: number; wins: number }>): Arm {
+  private probeTactic(verdict: ProbeVerdict): Arm | undefined {
     if (verdict === "quiet") return "fill";
     if (verdict === "single" && !this.facesRanDry()) return "face";
-    return this.chooseArm(armStats);
+    return undefined;
   }
 
   /** Whether the last FACE_DRY_WINDOW own `face` runs all found no new signature. */
@@ -491,8 +494,8 @@ export class Explorer {
   private discoverySaturated(): boolean {
     const trials = this.state.trials;
     if (trials.length < SATURATION_WINDOW) return false;
-    const probe = this.fullStressProbe();
-    if (!probe || probe.outcome.signatures.length === 0) return false;
+    const verdict = probeVerdict(this.fullStressProbe());
+    if (verdict === "not-run" || verdict === "quiet") return false;
     let newest = -1;
     this.forEachOwnTrial((_, isNew, i) => {
       if (isNew) newest = i;
