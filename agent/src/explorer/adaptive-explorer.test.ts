@@ -238,6 +238,23 @@ test("full stress shows a single signature: partial corners at once, the bandit 
   assert.ok(later.slice(6).includes("fill"), later.join(","));
 });
 
+test("full stress shows several signatures: it runs once more, then fill until discovery saturates", () => {
+  const ex = new Explorer({ strategy: "adaptive", seed: 3, initialDesign: 4 });
+  runBatches(ex, 1, evaluator);
+  assert.equal(ex.trials[0]!.outcome.signatures, ["oom", "io-hang", "kernel-oops", "net-partition"]);
+  runBatches(ex, 3, evaluator);
+  const arms = ex.trials.map((t) => t.arm);
+  // The initial design, then the full-stress recheck (once), then space filling only...
+  assert.equal(arms.slice(0, 6), ["corner", "fill", "fill", "fill", "recheck", "fill"]);
+  assert.equal(arms.slice(6), new Array(10).fill("fill"));
+  assert.is(arms.filter((a) => a === "recheck").length, 1);
+  // ...until twelve runs in a row find nothing new: then boundary slots, and the bandit's tactics.
+  runBatches(ex, 4, evaluator);
+  const late = ex.trials.slice(16).map((t) => t.arm);
+  assert.ok(late.includes("boundary"), late.join(","));
+  assert.not.ok(late.includes("recheck"));
+});
+
 test("crash-masked failures: face and fill tactics unmask milder signatures the corner hides", async () => {
   const total = { adaptive: 0, random: 0 };
   for (let seed = 1; seed <= 6; seed++) {

@@ -7,7 +7,7 @@
 import { DEFAULT_PROFILE_BOUNDS, FAULT_KINDS, type FaultKind, type StressProfile } from "@shadowvm/shared";
 import { baselineToStressProfile, generateStressProfile, type ProductionVmData } from "./baseline.js";
 import { type Boundary, estimateBoundaries } from "./boundary.js";
-import { PairCoverDesign } from "./design.js";
+import { CoHighPairs, PairCoverDesign } from "./design.js";
 import {
   fitSelectedModel,
   type KernelBetaModel,
@@ -62,7 +62,7 @@ const ABLATIONS = 300;
 type SlotKind = "discover" | "boundary";
 /** Discovery tactics the bandit chooses among (see docs/explorer.md). */
 const DISCOVERY_ARMS = ["fill", "face"] as const;
-type Arm = (typeof DISCOVERY_ARMS)[number] | "corner" | "recall" | "boundary";
+type Arm = (typeof DISCOVERY_ARMS)[number] | "corner" | "recheck" | "recall" | "boundary";
 /**
  * What the full-stress probe showed, which decides the discovery tactic (see probeTactic):
  * nothing, one signature (a crash may hide milder ones), or several at once.
@@ -78,6 +78,10 @@ const ARM_PRIOR = 2;
 const ARM_DISCOUNT = 0.85;
 /** Share of coordinates a `face` point pushes to their maximum. */
 const FACE_SHARE = 0.25;
+/** Random sets of coordinates to push a `face` point draws, keeping the least tried one (see nextFace). */
+const FACE_DRAWS = 16;
+/** A coordinate at or above this (unit scale) counts as high when pairs of high coordinates are counted. */
+const FACE_HIGH = 0.8;
 /** After a single-signature probe, partial corners in a row without a new signature before the
  * bandit takes over the discovery slots. */
 const FACE_DRY_WINDOW = 6;
@@ -271,6 +275,13 @@ export class Explorer {
       this.pendingArms.push("fill");
     }
     if (out.length === k) return out;
+    // Several signatures at once: detection can miss one (a flaky detector, a log line lost when
+    // the guest dies), and a second full-stress run is the cheapest screen for what the first missed.
+    if (verdict === "several" && !this.state.trials.some((t) => t.arm === "recheck")) {
+      out.push(this.space.fromUnit(new Array<number>(D).fill(1)));
+      this.pendingArms.push("recheck");
+      if (out.length === k) return out;
+    }
 
     const rows = this.rows();
     const own = rows.filter((r) => r.own);
@@ -305,12 +316,13 @@ export class Explorer {
     const saturated = ownSigs.length > 0 && this.discoverySaturated();
     const armStats = this.armStats();
     // Set for the whole batch by what full stress showed, or left to the bandit slot by slot.
-    const probeTactic = this.probeTactic(verdict);
+    const probeTactic = this.probeTactic(verdict, saturated);
     let slot = this.state.trials.length + out.length;
     let boundaryTurn = this.state.trials.length;
     let recalls =
       priorOnly.length * RECALL_TRIES - this.state.trials.filter((t) => t.arm === "recall").length;
     let candidates: Candidate[] | undefined;
+    let faceHighs: CoHighPairs | undefined;
     while (out.length < k) {
       const kind: SlotKind = saturated && slot % BOUNDARY_EVERY === 0 ? "boundary" : "discover";
       slot++;
@@ -344,7 +356,10 @@ export class Explorer {
         profile = this.space.fromUnit(best.u);
       } else {
         arm = probeTactic ?? this.chooseArm(armStats);
-        profile = arm === "face" ? this.nextFace() : this.nextFill(explained);
+        if (arm === "face") {
+          faceHighs ??= this.faceHighPairs();
+          profile = this.nextFace(faceHighs);
+        } else profile = this.nextFill(explained);
       }
       tried.push(this.space.features(profile));
       this.pendingArms.push(arm);
@@ -361,13 +376,19 @@ export class Explorer {
    *   at full stress may hide milder modes, and partial corners, with a few coordinates high, are
    *   where those show without it. (On real shadows every run reports its primary failure only,
    *   so a failing full-stress run always takes this path.)
-   * Otherwise (several signatures at full stress, the probe's outcome not known yet, or partial
-   * corners run dry) undefined: the bandit chooses, as which tactic pays then depends on the
-   * failure geometry.
+   * - several signatures: `fill`, until discovery saturates. Full stress (and its recheck) has
+   *   shown the modes that grow with stress; what is left is mostly inside the space (islands),
+   *   which only filling finds, at a few percent per run, so a dry spell is no reason to stop.
+   *   Once saturated, the bandit: partial corners then also bracket thresholds near the top of
+   *   the ranges, which fill points keep off (the boundary error at budget 50 fell with this).
+   * Otherwise (the probe's outcome not known yet, partial corners run dry, or saturated after
+   * several) undefined: the bandit chooses, as which tactic pays then depends on the failure
+   * geometry.
    */
-  private probeTactic(verdict: ProbeVerdict): Arm | undefined {
+  private probeTactic(verdict: ProbeVerdict, saturated: boolean): Arm | undefined {
     if (verdict === "quiet") return "fill";
     if (verdict === "single" && !this.facesRanDry()) return "face";
+    if (verdict === "several" && !saturated) return "fill";
     return undefined;
   }
 
@@ -433,16 +454,43 @@ export class Explorer {
   }
 
   /**
-   * `face`: a partial corner, the next sequence point with a random quarter of its coordinates at
+   * `face`: a partial corner, the next sequence point with about a quarter of its coordinates at
    * their maximum (a two-level screening component). Failure modes that need a few knobs or faults
-   * high show there, including those a more severe failure masks at the full corner.
+   * high show there, including those a more severe failure masks at the full corner. Which
+   * coordinates: of FACE_DRAWS random sets, the one whose pairs (with the point's coordinates that
+   * are high anyway) earlier partial corners had high together least often. The pair counts are
+   * updated with the chosen point, so a batch spreads over the pairs too.
    */
-  private nextFace(): StressProfile {
+  private nextFace(highs: CoHighPairs): StressProfile {
     // Plain R_d over the whole range: the pair-covering blocks keep knobs away from their edges,
     // and runs with a knob high but not pushed are what bracket a threshold near the top (measured:
     // with the blocks' points here, the boundary error rose and masked modes were found less often).
-    const base = this.design.plainPoint(this.state.design_index++);
-    return this.space.fromUnit(base.map((v) => (this.rng.random() < FACE_SHARE ? 1 : v)));
+    const u = this.design.plainPoint(this.state.design_index++);
+    let size = 0;
+    for (let j = 0; j < u.length; j++) if (this.rng.random() < FACE_SHARE) size++;
+    const alreadyHigh = highs.highOf(u);
+    let pushed: number[] = [];
+    let leastOverlap = Infinity;
+    for (let draw = 0; draw < FACE_DRAWS; draw++) {
+      const set = this.rng.sample(u.length, size);
+      const overlap = highs.overlap([...new Set([...set, ...alreadyHigh])]);
+      if (overlap < leastOverlap) {
+        leastOverlap = overlap;
+        pushed = set;
+      }
+    }
+    for (const j of pushed) u[j] = 1;
+    highs.add(u);
+    return this.space.fromUnit(u);
+  }
+
+  /** Pairs of coordinates high together in this VM's partial corners so far (see nextFace). */
+  private faceHighPairs(): CoHighPairs {
+    const highs = new CoHighPairs(this.space.size, FACE_HIGH);
+    for (const t of this.state.trials) {
+      if (t.arm === "face") highs.add(this.space.unitFromFeatures(this.space.features(t.profile)));
+    }
+    return highs;
   }
 
   /**

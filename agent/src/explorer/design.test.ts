@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { COVER_MAX_POINTS, designShift, PairCoverDesign, rdPoint } from "./design.js";
+import { COVER_MAX_POINTS, CoHighPairs, designShift, PairCoverDesign, rdPoint } from "./design.js";
 
 const DIM = 12;
 const KNOBS = [0, 1, 2, 3, 4];
@@ -87,6 +87,19 @@ test("once every pair of knobs is covered the blocks stop moving; past COVER_MAX
     // fitted, no longer moves: the cap changes no point, it only saves the fitting.
     for (let i = COVER_MAX_POINTS - 8; i < COVER_MAX_POINTS + 8; i++) plain(i);
   }
+});
+
+test("CoHighPairs counts the pairs high together; overlap sums them for a candidate set", () => {
+  const pairs = new CoHighPairs(4, 0.8);
+  assert.equal(pairs.highOf([0.9, 0.1, 0.8, 0.79]), [0, 2]);
+  pairs.add([1, 1, 0.2, 0.2]);
+  pairs.add([1, 0.85, 1, 0]);
+  assert.is(pairs.overlap([0, 1]), 2);
+  assert.is(pairs.overlap([0, 2]), 1);
+  assert.is(pairs.overlap([2, 3]), 0);
+  // Three coordinates: the pairs (0,1), (0,2), (1,2) were high together 2 + 1 + 1 times.
+  assert.is(pairs.overlap([0, 1, 2]), 4);
+  assert.is(pairs.overlap([3]), 0);
 });
 
 test.run();

@@ -175,3 +175,41 @@ class PairCover {
     return best !== old;
   }
 }
+
+/**
+ * How often each pair of coordinates has been high together in a set of runs: the pairwise part of
+ * a covering array. Partial corners pick the pushed coordinates that have been high together least
+ * often, so every pair of stressors gets tried together before any pair is tried twice (a failure
+ * that needs two stressors high shows only when both are; under crash masking, repeating a pair
+ * that triggered a crash mostly shows that crash again).
+ */
+export class CoHighPairs {
+  private readonly counts: Float64Array;
+
+  constructor(
+    private readonly dim: number,
+    /** A coordinate at or above this (unit scale) counts as high. */
+    private readonly high: number,
+  ) {
+    this.counts = new Float64Array(dim * dim);
+  }
+
+  /** Coordinates of unit point u that count as high. */
+  highOf(u: readonly number[]): number[] {
+    return u.flatMap((v, j) => (v >= this.high ? [j] : []));
+  }
+
+  add(u: readonly number[]): void {
+    const hi = this.highOf(u);
+    for (const a of hi) for (const b of hi) this.counts[a * this.dim + b]! += 1;
+  }
+
+  /** Times the pairs of `coords` were high together so far, summed. */
+  overlap(coords: readonly number[]): number {
+    let n = 0;
+    for (let i = 0; i < coords.length; i++) {
+      for (let j = i + 1; j < coords.length; j++) n += this.counts[coords[i]! * this.dim + coords[j]!]!;
+    }
+    return n;
+  }
+}

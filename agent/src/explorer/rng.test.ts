@@ -41,4 +41,21 @@ test("beta draws have the Beta mean", () => {
   assert.ok(Math.abs(s / 20_000 - 0.25) < 0.01);
 });
 
+test("sample: k distinct indices, every index equally likely", () => {
+  const r = new Rng(9);
+  const hits = new Array<number>(12).fill(0);
+  for (let i = 0; i < 12_000; i++) {
+    const s = r.sample(12, 3);
+    assert.is(new Set(s).size, 3);
+    for (const j of s) {
+      assert.ok(Number.isInteger(j) && j >= 0 && j < 12);
+      hits[j]!++;
+    }
+  }
+  // Each index is drawn in a quarter of the samples: 3000 of 12 000, give or take sampling noise.
+  for (const h of hits) assert.ok(Math.abs(h - 3000) < 200, String(h));
+  assert.equal(r.sample(3, 5).sort(), [0, 1, 2]);
+  assert.equal(r.sample(4, 0), []);
+});
+
 test.run();

@@ -75,6 +75,17 @@ export class Rng implements RandomSource {
     return Math.floor(this.random() * n);
   }
 
+  /** k distinct integers of [0, n), in random order (partial Fisher-Yates). */
+  sample(n: number, k: number): number[] {
+    const pool = Array.from({ length: n }, (_, i) => i);
+    const m = Math.min(k, n);
+    for (let i = 0; i < m; i++) {
+      const r = i + this.int(n - i);
+      [pool[i], pool[r]] = [pool[r]!, pool[i]!];
+    }
+    return pool.slice(0, m);
+  }
+
   /** Standard normal (Box-Muller). */
   normal(): number {
     const u = 1 - this.random();
