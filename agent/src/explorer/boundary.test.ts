@@ -60,4 +60,27 @@ test("a signature seen once at full stress: the interval spans what the runs lea
   assert.ok(hi <= stressOf(own[0]!.z) + 1e-9);
 });
 
+test("positives only at full stress: the interval's top allows every knob a fit could need, at once", () => {
+  // The failure needs memory and I/O both in the top twentieth; the other runs keep to the middle
+  // 80% of every range (as fill points do), so only the full-stress runs show it and any one knob
+  // explains them. Before, the top was the stress of one such knob alone, below the truth.
+  const needsBoth = (z: readonly number[]) => z[MEMORY]! >= 0.95 && z[IO]! >= 0.95;
+  const rng = new Rng("boundary-test:top");
+  const units = [
+    space.dims.map(() => 1),
+    space.dims.map(() => 1),
+    ...Array.from({ length: 10 }, () => space.dims.map(() => 0.1 + 0.8 * rng.random())),
+  ];
+  const own = units.map((u) => {
+    const profile = space.fromUnit(u);
+    const z = space.features(profile);
+    return { z, profile, signatures: needsBoth(z) ? ["oom"] : [] };
+  });
+  assert.is(own.filter((r) => r.signatures.length > 0).length, 2);
+  const b = estimateBoundaries({ space, own, priors: [], rng: new Rng(3), bootstrap: 16 })["oom"]!;
+  const [lo, hi] = b.min_stress_interval!;
+  const truth = Math.hypot(0.95, 0.95);
+  assert.ok(lo <= truth && truth <= hi, `truth ${truth} outside [${lo}, ${hi}]`);
+});
+
 test.run();

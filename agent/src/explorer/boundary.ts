@@ -172,15 +172,17 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
     if (b > 0) {
       // Per resample of the runs, the least and the most stress the runs leave possible: every
       // needed knob at the bottom of its bracket (the runs without the signature), and at the top
-      // (the least values with it) or the knob set of another fit the runs allow, whichever needs
-      // more (few runs often cannot tell which knobs a failure needs).
+      // (the least values with it) together with every knob another fit the runs allow names.
+      // Few runs often cannot tell which knobs a failure needs (with positives only at full
+      // stress, any one knob fits), and it may need all of them at once.
       const lows: number[] = [];
       const highs: number[] = [];
       for (let i = 0; i < b; i++) {
         const r = conjunction(own.map(() => own[input.rng.int(own.length)]!));
         if (!r) continue;
         lows.push(stressOf(r.brackets.map((x) => x.seenWithout)));
-        highs.push(Math.max(stressOf(r.brackets.map((x) => x.seenWith)), ...r.alternatives.map(stressOf)));
+        const top = r.brackets.map((x) => x.seenWith);
+        highs.push(stressOf(top.map((v, j) => Math.max(v, ...r.alternatives.map((alt) => alt[j]!)))));
       }
       support = lows.length / b;
       if (lows.length > 0) {
