@@ -258,8 +258,9 @@ export class Explorer {
     // milder ones: the face and fill tactics look for those).
     const probe = this.fullStressProbe();
     const verdict = probeVerdict(probe);
+    const fullStress = () => this.space.fromUnit(new Array<number>(D).fill(1));
     if (!probe) {
-      out.push(this.space.fromUnit(new Array<number>(D).fill(1)));
+      out.push(fullStress());
       this.pendingArms.push("corner");
     }
     // Initial space-filling design (only counts this VM's own trials). When full stress showed a
@@ -278,7 +279,7 @@ export class Explorer {
     // Several signatures at once: detection can miss one (a flaky detector, a log line lost when
     // the guest dies), and a second full-stress run is the cheapest screen for what the first missed.
     if (verdict === "several" && !this.state.trials.some((t) => t.arm === "recheck")) {
-      out.push(this.space.fromUnit(new Array<number>(D).fill(1)));
+      out.push(fullStress());
       this.pendingArms.push("recheck");
       if (out.length === k) return out;
     }
@@ -357,7 +358,7 @@ export class Explorer {
       } else {
         arm = probeTactic ?? this.chooseArm(armStats);
         if (arm === "face") {
-          faceHighs ??= this.faceHighPairs();
+          faceHighs ??= this.faceHighPairs(own);
           profile = this.nextFace(faceHighs);
         } else profile = this.nextFill(explained);
       }
@@ -484,12 +485,15 @@ export class Explorer {
     return this.space.fromUnit(u);
   }
 
-  /** Pairs of coordinates high together in this VM's partial corners so far (see nextFace). */
-  private faceHighPairs(): CoHighPairs {
+  /**
+   * Pairs of coordinates high together in this VM's partial corners so far (see nextFace), from
+   * the own rows already computed for the batch (row i is trial i).
+   */
+  private faceHighPairs(own: readonly Row[]): CoHighPairs {
     const highs = new CoHighPairs(this.space.size, FACE_HIGH);
-    for (const t of this.state.trials) {
-      if (t.arm === "face") highs.add(this.space.unitFromFeatures(this.space.features(t.profile)));
-    }
+    this.state.trials.forEach((t, i) => {
+      if (t.arm === "face") highs.add(own[i]!.u);
+    });
     return highs;
   }
 
