@@ -83,4 +83,36 @@ test("positives only at full stress: the interval's top allows every knob a fit 
   assert.ok(lo <= truth && truth <= hi, `truth ${truth} outside [${lo}, ${hi}]`);
 });
 
+test("a need the runs cannot pin down names every knob that could stand in for it", () => {
+  // Positives only at full stress and the other runs in the middle 80%: any knob fits, so the
+  // report must say which others could be the one, not only the knob the fit happened to keep.
+  const rng = new Rng("boundary-test:stand-ins");
+  const units = [
+    space.dims.map(() => 1),
+    ...Array.from({ length: 10 }, () => space.dims.map(() => 0.1 + 0.8 * rng.random())),
+  ];
+  const own = units.map((u, i) => ({
+    z: space.features(space.fromUnit(u)),
+    profile: space.fromUnit(u),
+    signatures: i === 0 ? ["oom"] : [],
+  }));
+  const b = estimateBoundaries({ space, own, priors: [], rng: new Rng(5), bootstrap: 0 })["oom"]!;
+  assert.is(b.needs.length, 1);
+  const need = b.needs[0]!;
+  assert.is(need.established, false);
+  const knobs = space.dims.map((_, j) => space.dimName(j));
+  assert.equal([need.knob, ...need.stand_ins!].sort(), [...knobs].sort());
+
+  // Runs that do tell them apart (memory high without the failure) take memory out of the list.
+  const memoryHigh = space.dims.map((_, j) => (j === MEMORY ? 1 : 0.5));
+  const told = [
+    ...own,
+    { z: space.features(space.fromUnit(memoryHigh)), profile: space.fromUnit(memoryHigh), signatures: [] },
+  ];
+  const c = estimateBoundaries({ space, own: told, priors: [], rng: new Rng(5), bootstrap: 0 })["oom"]!;
+  const named = c.needs.flatMap((n) => [n.knob, ...(n.stand_ins ?? [])]);
+  assert.not.ok(named.includes("memory_load"), named.join(", "));
+  for (const n of c.needs) if (n.established) assert.is(n.stand_ins, undefined);
+});
+
 test.run();

@@ -24,8 +24,15 @@ export interface SignatureBoundary {
    * `at_least` is the estimate, inside `between`: [the highest value of a run without the signature
    * that this knob alone kept out (0 if none), the least value of a run with it].
    * `established` is false when the runs fit as well without this knob (another knob could stand in
-   * for it); a run at the least-stress profile settles it. */
-  needs: { knob: string; at_least: number; between: [number, number]; established: boolean }[];
+   * for it); a run at the least-stress profile settles it. `stand_ins`, only when not established:
+   * the knobs that could stand in for it (empty: the runs fit as well without it at all). */
+  needs: {
+    knob: string;
+    at_least: number;
+    between: [number, number];
+    established: boolean;
+    stand_ins?: string[];
+  }[];
   /** Own runs without the signature that meet all of `needs` (missed detections, or a region the
    * thresholds describe only roughly). */
   runs_meeting_needs_without_it: number;
@@ -211,15 +218,19 @@ export function estimateBoundaries(input: BoundaryInput): Boundary {
       observed_min_profile: obs.profile,
       min_stress: round4(estimate),
       min_stress_profile: profile,
-      needs: fit.needed.map((j) => ({
-        knob: space.dimName(j),
-        at_least: profileValue(space, j, fit.thresholds[j]!),
-        between: [
-          profileValue(space, j, fit.brackets[j]!.seenWithout),
-          profileValue(space, j, fit.brackets[j]!.seenWith),
-        ],
-        established: fit.established.includes(j),
-      })),
+      needs: fit.needed.map((j, i) => {
+        const established = fit.established.includes(j);
+        return {
+          knob: space.dimName(j),
+          at_least: profileValue(space, j, fit.thresholds[j]!),
+          between: [
+            profileValue(space, j, fit.brackets[j]!.seenWithout),
+            profileValue(space, j, fit.brackets[j]!.seenWith),
+          ] as [number, number],
+          established,
+          ...(established ? {} : { stand_ins: fit.standIns[i]!.map((k) => space.dimName(k)) }),
+        };
+      }),
       runs_meeting_needs_without_it: fit.negativesInside,
       min_stress_interval: interval,
       bootstrap_support: support,

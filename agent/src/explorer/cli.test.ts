@@ -1,9 +1,12 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_PROFILE_BOUNDS } from "@shadowvm/shared";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { parseExploreArgs, runExploreCommand } from "./cli.js";
+import type { SignatureBoundary } from "./boundary.js";
+import { formatSummary, parseExploreArgs, runExploreCommand } from "./cli.js";
+import { ProfileSpace } from "./space.js";
 
 const dir = mkdtempSync(join(tmpdir(), "explorer-cli-"));
 const oracleFile = join(dir, "oracle.mjs");
@@ -72,6 +75,44 @@ test("readable summary, baseline strategy, vm profile and fault list", async () 
   // cpu 1.2 * 1.2 = 1.44 +- 0.2 often crosses the oracle's 1.4.
   assert.match(out.stdout, /cpu-starved: first at trial \d+/);
   assert.match(out.stderr, /8\/8 trials/);
+});
+
+test("the readable summary says which knobs could stand in for a need the runs leave open", () => {
+  // Full CPU, everything else idle.
+  const space = new ProfileSpace({ bounds: DEFAULT_PROFILE_BOUNDS, faultKinds: [], durationS: 60 });
+  const profile = space.fromUnit(space.dims.map((d) => (d.kind === "knob" && d.knob === "cpu_load" ? 1 : 0)));
+  const boundary: SignatureBoundary = {
+    trials_with_signature: 1,
+    observed_min_stress: 1.9,
+    observed_min_profile: profile,
+    min_stress: 0.95,
+    min_stress_profile: profile,
+    needs: [
+      {
+        knob: "cpu_load",
+        at_least: 1.9,
+        between: [1.8, 2],
+        established: false,
+        stand_ins: ["io_load", "fault:nmi"],
+      },
+      { knob: "memory_load", at_least: 0.5, between: [0.4, 0.6], established: false, stand_ins: [] },
+      { knob: "net_loss_pct", at_least: 20, between: [10, 30], established: true },
+    ],
+    runs_meeting_needs_without_it: 0,
+    min_stress_interval: null,
+    bootstrap_support: null,
+    model_min_stress: null,
+  };
+  const text = formatSummary({
+    strategy: "adaptive",
+    seed: 1,
+    trials: [{ profile, outcome: { failed: true, signatures: ["hang"] }, strategy: "adaptive" }],
+    signatures_found: ["hang"],
+    boundary: { hang: boundary },
+  });
+  assert.match(text, "cpu_load >= 1.90 (runs: 1.80-2.00) (or instead: io_load, fault:nmi)");
+  assert.match(text, "memory_load >= 0.50 (runs: 0.40-0.60) (may not be needed)");
+  assert.match(text, /net_loss_pct >= 20 \(runs: 10-30\)(,|\n|$)/);
 });
 
 test("bad arguments exit 2 with a message", async () => {

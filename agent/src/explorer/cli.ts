@@ -5,6 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { FAULT_KINDS, type FaultKind } from "@shadowvm/shared";
 import type { ProductionVmData } from "./baseline.js";
+import type { SignatureBoundary } from "./boundary.js";
 import { type ExploreResult, explore } from "./explore.js";
 import { OracleProcessRunner } from "./runner.js";
 import { ExplorerStateStore } from "./state-store.js";
@@ -306,7 +307,7 @@ export function formatSummary(r: ExploreResult): string {
         b.needs
           .map(
             (n) =>
-              `${n.knob} >= ${formatLevel(n.at_least)} (runs: ${formatLevel(n.between[0])}-${formatLevel(n.between[1])})${n.established ? "" : " (or another knob)"}`,
+              `${n.knob} >= ${formatLevel(n.at_least)} (runs: ${formatLevel(n.between[0])}-${formatLevel(n.between[1])})${standInText(n)}`,
           )
           .join(", ") || "nothing";
       lines.push(
@@ -322,6 +323,13 @@ export function formatSummary(r: ExploreResult): string {
   }
   if (r.error) lines.push(`stopped early: ${r.error.message}`);
   return `${lines.join("\n")}\n`;
+}
+
+/** What could replace a need the runs have not established, for the text report. */
+function standInText(n: SignatureBoundary["needs"][number]): string {
+  if (n.established) return "";
+  const others = n.stand_ins ?? [];
+  return others.length === 0 ? " (may not be needed)" : ` (or instead: ${others.join(", ")})`;
 }
 
 /** A threshold in its profile unit: whole milliseconds or percent stay readable, loads keep two decimals. */

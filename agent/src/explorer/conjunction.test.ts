@@ -24,6 +24,7 @@ test("one knob above a threshold: only that knob is needed, at about its thresho
   assert.equal(c.thresholds.filter((t) => t > 0).length, 1);
   assert.equal(c.established, [2]);
   assert.equal(c.alternatives, []);
+  assert.equal(c.standIns, [[]]);
 });
 
 test("runs that cannot tell knob sets apart: the fit says its knob is not established", () => {
@@ -33,6 +34,8 @@ test("runs that cannot tell knob sets apart: the fit says its knob is not establ
   assert.equal(c.needed, [1]);
   assert.equal(c.established, []);
   assert.equal(c.alternatives, [[1, 0, 0, 0]]);
+  // x2 and x3 cannot stand in: the negative is as high there as the positive.
+  assert.equal(c.standIns, [[0]]);
   // A second negative, low on x0 only: x0 is the one knob that excludes both.
   const d = fitConjunction(
     [[1, 1, 1, 1]],
@@ -43,6 +46,7 @@ test("runs that cannot tell knob sets apart: the fit says its knob is not establ
   )!;
   assert.equal(d.needed, [0]);
   assert.equal(d.established, [0]);
+  assert.equal(d.standIns, [[]]);
 });
 
 test("two knobs both needed: both kept and established, the irrelevant ones dropped", () => {

@@ -42,6 +42,11 @@ export interface Conjunction {
   established: number[];
   /** Other fits that do without some needed coordinate: their thresholds, as in `thresholds`. */
   alternatives: number[][];
+  /** Per needed coordinate (in `needed` order), the coordinates that could stand in for it: each
+   * one that, swapped in for it, fits the runs as well, and those the other fit without it names
+   * beside the needed ones. Empty for an established coordinate; empty for one that is not
+   * established means the runs fit as well without it at all. */
+  standIns: number[][];
 }
 
 export interface ConjunctionOptions {
@@ -86,14 +91,26 @@ export function fitConjunction(
   const fit = generalize(all)!;
   const established: number[] = [];
   const alternatives = new Map<string, number[]>();
+  const standIns: number[][] = [];
   for (const j of fit.kept) {
     const other = generalize(all.filter((k) => k !== j));
-    if (!other) established.push(j);
-    else
-      alternatives.set(
-        other.kept.join(","),
-        thresholds.map((t, k) => (other.kept.includes(k) ? t : 0)),
-      );
+    if (!other) {
+      established.push(j);
+      standIns.push([]);
+      continue;
+    }
+    alternatives.set(
+      other.kept.join(","),
+      thresholds.map((t, k) => (other.kept.includes(k) ? t : 0)),
+    );
+    // Every single swap that fits as well, not only the one the greedy alternative found: with
+    // positives only at full stress, any knob the other runs never had as high could be the one.
+    const rest = fit.kept.filter((k) => k !== j);
+    const swaps = all.filter(
+      (k) => !fit.kept.includes(k) && thresholds[k]! > 0 && inside([...rest, k]) <= fit.current,
+    );
+    const named = other.kept.filter((k) => !fit.kept.includes(k));
+    standIns.push([...new Set([...swaps, ...named])].sort((a, b) => a - b));
   }
   const lower = lowerBounds(thresholds, fit.kept, negatives);
   const placed = placeInIntervals(thresholds, lower, fit.kept, negatives);
@@ -106,6 +123,7 @@ export function fitConjunction(
     negativesInside: fit.current,
     established,
     alternatives: [...alternatives.values()],
+    standIns,
   };
 }
 
