@@ -40,7 +40,7 @@ export interface SignatureBoundary {
    * over bootstrap resamples of the runs, of the least stress with every needed knob at the bottom
    * of its bracket, to the 90% quantile with every needed knob at the top (or another fit's knobs,
    * if they need more), but not above observed_min_stress; it always contains min_stress. On the
-   * benchmark it holds the true least stress in 80-94% of estimates at budgets 12-50
+   * benchmark it holds the true least stress in 93-97% of estimates at budgets 12-50
    * (docs/explorer.md, point 4). */
   min_stress_interval: [number, number] | null;
   /** Share of bootstrap resamples that still contain the signature. */

@@ -299,7 +299,7 @@ export function formatSummary(r: ExploreResult): string {
       const where = first >= 0 ? `first at trial ${first + 1}` : "seen in an earlier campaign";
       lines.push(`  ${sig}: ${where}, seen ${b?.trials_with_signature ?? 0} time(s)`);
       if (!b) continue;
-      // The interval holds the true least stress in about 4 of 5 campaigns (docs/explorer.md, point 4).
+      // The interval holds the true least stress in over 9 of 10 estimates (docs/explorer.md, point 4).
       const interval = b.min_stress_interval
         ? ` (likely between ${b.min_stress_interval[0]} and ${b.min_stress_interval[1]})`
         : "";
