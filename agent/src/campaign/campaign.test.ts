@@ -424,13 +424,23 @@ test("the finished campaign's log line gives each signature's least stress and w
     needs: [
       { knob: "memory_load", at_least: 0.961146, between: [0.93, 0.99], established: true },
       { knob: "fault:nmi", at_least: 0.55, between: [0.3, 0.8], established: false },
+      {
+        knob: "fault:clock_jump",
+        at_least: 0.9,
+        between: [0.8, 1],
+        established: false,
+        stand_ins: ["cpu_load", "io_load"],
+      },
     ],
     runs_meeting_needs_without_it: 0,
     min_stress_interval: null,
     bootstrap_support: null,
     model_min_stress: null,
   };
-  assert.equal(describeNeeds(b), { least_stress: 0.9611, needs: ["memory_load>=0.961", "fault:nmi>=0.55?"] });
+  assert.equal(describeNeeds(b), {
+    least_stress: 0.9611,
+    needs: ["memory_load>=0.961", "fault:nmi>=0.55?", "fault:clock_jump>=0.9?(or cpu_load/io_load)"],
+  });
   assert.equal(describeNeeds(undefined), {});
 });
 

@@ -51,9 +51,14 @@ export interface SignatureBoundary {
 
 export type Boundary = Record<string, SignatureBoundary>;
 
-/** One need in a few characters for logs, e.g. `memory_load>=0.961`; `?` marks it not established. */
+/**
+ * One need in a few characters for logs, e.g. `memory_load>=0.961`; `?` marks it not established,
+ * followed by the knobs that could stand in for it, e.g. `fault:clock_jump>=0.948?(or fault:nmi/cpu_load)`.
+ */
 export function needLabel(n: SignatureBoundary["needs"][number]): string {
-  return `${n.knob}>=${Math.round(n.at_least * 1000) / 1000}${n.established ? "" : "?"}`;
+  const label = `${n.knob}>=${Math.round(n.at_least * 1000) / 1000}`;
+  if (n.established) return label;
+  return n.stand_ins?.length ? `${label}?(or ${n.stand_ins.join("/")})` : `${label}?`;
 }
 
 export interface MinStressResult {
