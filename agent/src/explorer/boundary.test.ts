@@ -12,6 +12,15 @@ const IO = space.dims.findIndex((d) => d.kind === "knob" && d.knob === "io_load"
 const fires = (z: readonly number[]) => z[MEMORY]! >= 0.6 && z[IO]! >= 0.5;
 const TRUE_LEAST_STRESS = Math.hypot(0.6, 0.5);
 
+/** Runs at unit points `units`, showing "oom" where `shows(z, i)` says so. */
+function runsAt(units: readonly number[][], shows: (z: readonly number[], i: number) => boolean) {
+  return units.map((u, i) => {
+    const profile = space.fromUnit(u);
+    const z = space.features(profile);
+    return { z, profile, signatures: shows(z, i) ? ["oom"] : [] };
+  });
+}
+
 /** A small campaign: the full-stress run and `n` uniform runs, labelled by `fires`. */
 function campaign(seed: number, n: number) {
   const rng = new Rng(`boundary-test:${seed}`);
@@ -19,11 +28,7 @@ function campaign(seed: number, n: number) {
     space.dims.map(() => 1),
     ...Array.from({ length: n }, () => space.dims.map(() => rng.random())),
   ];
-  return units.map((u) => {
-    const profile = space.fromUnit(u);
-    const z = space.features(profile);
-    return { z, profile, signatures: fires(z) ? ["oom"] : [] };
-  });
+  return runsAt(units, fires);
 }
 
 test("the least-stress interval holds the estimate, and the truth in most small campaigns", () => {
@@ -71,11 +76,7 @@ test("positives only at full stress: the interval's top allows every knob a fit 
     space.dims.map(() => 1),
     ...Array.from({ length: 10 }, () => space.dims.map(() => 0.1 + 0.8 * rng.random())),
   ];
-  const own = units.map((u) => {
-    const profile = space.fromUnit(u);
-    const z = space.features(profile);
-    return { z, profile, signatures: needsBoth(z) ? ["oom"] : [] };
-  });
+  const own = runsAt(units, needsBoth);
   assert.is(own.filter((r) => r.signatures.length > 0).length, 2);
   const b = estimateBoundaries({ space, own, priors: [], rng: new Rng(3), bootstrap: 16 })["oom"]!;
   const [lo, hi] = b.min_stress_interval!;
@@ -91,11 +92,7 @@ test("a need the runs cannot pin down names every knob that could stand in for i
     space.dims.map(() => 1),
     ...Array.from({ length: 10 }, () => space.dims.map(() => 0.1 + 0.8 * rng.random())),
   ];
-  const own = units.map((u, i) => ({
-    z: space.features(space.fromUnit(u)),
-    profile: space.fromUnit(u),
-    signatures: i === 0 ? ["oom"] : [],
-  }));
+  const own = runsAt(units, (_, i) => i === 0);
   const b = estimateBoundaries({ space, own, priors: [], rng: new Rng(5), bootstrap: 0 })["oom"]!;
   assert.is(b.needs.length, 1);
   const need = b.needs[0]!;
@@ -105,10 +102,7 @@ test("a need the runs cannot pin down names every knob that could stand in for i
 
   // Runs that do tell them apart (memory high without the failure) take memory out of the list.
   const memoryHigh = space.dims.map((_, j) => (j === MEMORY ? 1 : 0.5));
-  const told = [
-    ...own,
-    { z: space.features(space.fromUnit(memoryHigh)), profile: space.fromUnit(memoryHigh), signatures: [] },
-  ];
+  const told = [...own, ...runsAt([memoryHigh], () => false)];
   const c = estimateBoundaries({ space, own: told, priors: [], rng: new Rng(5), bootstrap: 0 })["oom"]!;
   const named = c.needs.flatMap((n) => [n.knob, ...(n.stand_ins ?? [])]);
   assert.not.ok(named.includes("memory_load"), named.join(", "));
