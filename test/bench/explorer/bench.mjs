@@ -8,7 +8,9 @@
 //        [--strategies baseline,random,adaptive] [--batch 4] [--json out.json] [--oracle]
 // --oracle runs the campaigns through OracleProcessRunner and oracle.mjs (the line protocol).
 // After the main table it prints adaptive against every other strategy but the baseline: ratios,
-// share of all signatures, and paired per-seed differences (mean ± standard error).
+// share of all signatures, and paired per-seed differences (mean ± standard error); then the ratio
+// summed up over the families, pooled and as the geometric mean of the family ratios, with 95%
+// bootstrap intervals.
 // Strategy `uniform-all-faults` (bench only, not in the default list) is a second uniform sampler,
 // literal to "uniform over the bounds": every fault kind injected at a uniform rate in [0, 1],
 // where `random` leaves each kind out half the time (docs/explorer.md, search space). It checks
@@ -186,9 +188,58 @@ function pairedTable(other) {
   }
   return out.join("\n");
 }
+
+/**
+ * Adaptive's ratio to `other` summed up over the families two ways, with 95% bootstrap intervals
+ * (2000 resamples of the seeds within each family, paired: a resampled seed brings both campaigns).
+ * Pooled (the ALL row) weighs a family by its number of signatures; the geometric mean of the
+ * per-family ratios, the usual summary of ratios over a benchmark suite, weighs every family alike.
+ * Which one a target means is the reader's call, so both are printed.
+ */
+function summaryRatios(other) {
+  const out = [`| adaptive vs ${other} | ${budgets.map((b) => `@${b}`).join(" | ")} |`];
+  out.push(`|---|${budgets.map(() => "---").join("|")}|`);
+  const cells = { pooled: [], geometric: [] };
+  for (const b of budgets) {
+    const found = (family, st) => {
+      const bySeed = new Map();
+      for (const r of rows)
+        if (r.family === family && r.strategy === st && r.budget === b) bySeed.set(r.seed, r.found);
+      return bySeed;
+    };
+    const perFamily = families.map((family) => ({ a: found(family, "adaptive"), o: found(family, other) }));
+    const ratios = (pick) => {
+      let logSum = 0;
+      let a = 0;
+      let o = 0;
+      for (const f of perFamily) {
+        const seedsUsed = pick([...f.a.keys()]);
+        const fa = seedsUsed.reduce((acc, seed) => acc + f.a.get(seed), 0);
+        const fo = seedsUsed.reduce((acc, seed) => acc + f.o.get(seed), 0);
+        logSum += Math.log(fa / fo);
+        a += fa;
+        o += fo;
+      }
+      return { pooled: a / o, geometric: Math.exp(logSum / perFamily.length) };
+    };
+    const point = ratios((k) => k);
+    const rng = new Rng(`bench-bootstrap:${b}`);
+    const resamples = Array.from({ length: 2000 }, () => ratios((k) => k.map(() => k[rng.int(k.length)])));
+    for (const kind of ["pooled", "geometric"]) {
+      const sorted = resamples.map((r) => r[kind]).sort((x, y) => x - y);
+      const q = (p) => sorted[Math.floor(p * (sorted.length - 1))];
+      // A resample where `other` found nothing in some family has no finite ratio.
+      const bound = (x) => (x === Number.POSITIVE_INFINITY ? "unbounded" : fmt(x));
+      cells[kind].push(`${fmt(point[kind], 3)} (${bound(q(0.025))}-${bound(q(0.975))})`);
+    }
+  }
+  out.push(`| signatures pooled over the families | ${cells.pooled.join(" | ")} |`);
+  out.push(`| geometric mean of the family ratios | ${cells.geometric.join(" | ")} |`);
+  return out.join("\n");
+}
 if (strategies.includes("adaptive"))
   for (const other of strategies.filter((s) => s !== "adaptive" && s !== "baseline"))
-    console.log(`\n${pairedTable(other)}`);
+    console.log(`\n${pairedTable(other)}\n\n${summaryRatios(other)}`);
 const ms = Object.fromEntries(
   strategies.map((st) => [st, mean(rows.filter((r) => r.strategy === st).map((r) => r.ms))]),
 );
