@@ -182,7 +182,7 @@ test("an alert arrives in Alertmanager, is re-sent without duplicates, and resol
   conn.closeSync();
 });
 
-test("severity changes, hysteresis and low confidence (dispatcher on its own store)", async () => {
+test("severity changes, hysteresis, low confidence, material changes sent at once (dispatcher on its own store)", async () => {
   const store = await IngestStore.open(join(dir, "dispatch.duckdb"));
   const conn = await store.connectReader();
   const db = queryable(conn);
@@ -231,6 +231,19 @@ test("severity changes, hysteresis and low confidence (dispatcher on its own sto
     ["warning"],
   );
   await waitFor("warning in Alertmanager", async () => ((await sev()).length === 1 ? true : undefined));
+  // The confidence level drops: sent at once (the re-send interval here is an hour), so
+  // Alertmanager shows what the collector's tables show.
+  const warningId = (await listAlerts(db, { status: "firing" }))[0]!.alert_id;
+  await d.evaluate([{ ...base, confidence: 0.5, confidence_level: "medium" }], t + 400);
+  await waitFor("the new confidence in Alertmanager", async () => {
+    const s = await sev();
+    return s.length === 1 && s[0]!.annotations["confidence"] === "0.50 (medium)" ? true : undefined;
+  });
+  // A small drift (probability 0.6 -> 0.65, same level) waits for the re-send.
+  const sentBefore = (await alertDeliveries(db, warningId)).length;
+  await d.evaluate([{ ...base, probability: 0.65, confidence: 0.48, confidence_level: "medium" }], t + 700);
+  assert.is((await alertDeliveries(db, warningId)).length, sentBefore, "a small drift is not sent at once");
+  assert.is((await listAlerts(db, { status: "firing" }))[0]!.probability, 0.65, "but it is stored");
   // Rises to critical: the warning resolves, a critical alert opens.
   await d.evaluate([{ ...base, probability: 0.9 }], t + 1000);
   const all = await listAlerts(db, {});

@@ -52,6 +52,26 @@ export function severityOf(a: RiskAssessment, cfg: AlertsConfig): Severity | und
   return undefined;
 }
 
+/** A probability moving this much between two rounds is sent at once, not at the next re-send. */
+const MATERIAL_PROBABILITY_CHANGE = 0.1;
+/** Annotations that are there or not: one appearing or going away is sent at once. */
+const FLAG_ANNOTATIONS = ["precursor", "observed_in_production", "fails_unstressed"];
+
+/**
+ * Whether a refreshed alert differs from the previous round's in what an operator acts on: the
+ * confidence level (an alert opened at "0.30 (medium)" must not still say so in Alertmanager a
+ * minute after the collector's tables say "0.69 (high)"), the probability by
+ * MATERIAL_PROBABILITY_CHANGE or more, or a flag annotation. Sending every round instead would
+ * post every webhook receiver each round (time to failure moves every round).
+ */
+export function materialChange(before: AlertRecord, after: AlertRecord): boolean {
+  if (before.confidence_level !== after.confidence_level) return true;
+  // The epsilon keeps a move of exactly 0.1 (0.85 -> 0.75 is 0.0999... in binary) material.
+  const moved = Math.abs((after.probability ?? 0) - (before.probability ?? 0));
+  if (moved >= MATERIAL_PROBABILITY_CHANGE - 1e-9) return true;
+  return FLAG_ANNOTATIONS.some((k) => k in before.annotations !== k in after.annotations);
+}
+
 const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
 
 function fromRow(r: Record<string, unknown>): AlertRecord {
@@ -158,13 +178,13 @@ export class AlertDispatcher {
       const a = byKey.get(key);
       const severity = a ? severityOf(a, cfg) : undefined;
       if (a && severity === alert.severity) {
-        await this.save(this.refresh(alert, a, now));
+        await this.keep(alert, a, now);
         continue;
       }
       if (a && severity === undefined && a.status === "assessed" && a.probability !== null) {
         // Hysteresis: stays firing until the probability is below resolve_probability.
         if (a.probability >= cfg.resolve_probability && a.confidence >= cfg.min_confidence) {
-          await this.save(this.refresh(alert, a, now));
+          await this.keep(alert, a, now);
           continue;
         }
       }
@@ -197,6 +217,16 @@ export class AlertDispatcher {
       await this.send(alert, now);
     }
     for (const alert of await this.pending()) await this.sendIfDue(alert, now);
+  }
+
+  /**
+   * A firing alert that stays: its figures are refreshed, and sent at once when what an operator
+   * reads in it changed (materialChange); smaller drifts go out with the periodic re-send.
+   */
+  private async keep(alert: AlertRecord, a: RiskAssessment, now: number): Promise<void> {
+    const next = this.refresh(alert, a, now);
+    await this.save(next);
+    if (materialChange(alert, next)) await this.send(next, now);
   }
 
   /** Firing alerts and resolutions not yet delivered. */
