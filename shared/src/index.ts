@@ -4,6 +4,7 @@ export * from "./cli/table.js";
 export * from "./config/load-config.js";
 export * from "./errors.js";
 export * from "./failures/index.js";
+export * from "./format-hours.js";
 export * from "./log/logger.js";
 export * from "./net/free-port.js";
 export * from "./stats.js";

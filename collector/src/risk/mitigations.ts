@@ -1,6 +1,6 @@
 // Mitigation catalog: concrete steps keyed by failure class and dominating stress dimension, each
 // with the figures that justify it (taken from the assessment that raised it).
-import { oomKillVictim } from "@shadowvm/shared";
+import { formatHours, oomKillVictim } from "@shadowvm/shared";
 
 export interface MitigationContext {
   vm_name: string;
@@ -32,7 +32,7 @@ export interface MitigationStep {
 const pct = (v: number | null) => (v === null ? "n/a" : `${(v * 100).toFixed(1)} %`);
 const rate = (v: number | null) =>
   v === null ? "n/a" : `${v >= 0 ? "+" : ""}${(v * 100).toFixed(2)} points/h`;
-const duration = (h: number) => (h < 48 ? `~${h.toFixed(1)} h` : `~${(h / 24).toFixed(1)} days`);
+const duration = (h: number) => `~${formatHours(h)}`;
 const hours = (h: number | null) =>
   h === null ? "not on the current trend" : h === 0 ? "now" : `in ${duration(h)}`;
 

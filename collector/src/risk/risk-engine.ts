@@ -5,6 +5,7 @@
 // signature marks it observed in production), and stores one round of assessments in
 // risk_assessments (history) and risk_rounds. docs/risk-model.md describes the tables.
 import type { DuckDBConnection, DuckDBValue } from "@duckdb/node-api";
+import { formatHours } from "@shadowvm/shared";
 import type { CollectorConfig } from "../config/collector-config.js";
 import { type MitigationStep, mitigationsFor } from "./mitigations.js";
 import {
@@ -449,7 +450,7 @@ export class RiskEngine {
     const cfg = this.config;
     const out: RiskAssessment = { ...a, detail: { ...a.detail } };
     const when = (ms: number) =>
-      `${new Date(ms).toISOString().replace(/\.\d+Z$/, "Z")} (${((a.computed_at_ms - ms) / 3_600_000).toFixed(1)} h ago)`;
+      `${new Date(ms).toISOString().replace(/\.\d+Z$/, "Z")} (${formatHours((a.computed_at_ms - ms) / 3_600_000)} ago)`;
     const quote = (s: string) => JSON.stringify(s.length > 160 ? `${s.slice(0, 157)}...` : s);
     if (pre) {
       const sighting: ProductionSighting = {
@@ -591,7 +592,7 @@ export class RiskEngine {
         ? "not reached on the current trend"
         : ttf === 0
           ? "already reached"
-          : `reached in ~${ttf.toFixed(1)} h`;
+          : `reached in ~${formatHours(ttf)}`;
     a.explanation =
       `${dom.dimension} dominates. ${found}. Production ${dom.dimension} is at ${trend.level.toFixed(3)}, ` +
       `${trend.slope >= 0 ? "+" : ""}${trend.slope.toFixed(4)}/h over ${trend.n} samples; forecast ${cross.forecast.toFixed(3)} ± ${cross.forecast_error.toFixed(3)} ` +

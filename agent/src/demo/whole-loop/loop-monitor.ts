@@ -2,7 +2,7 @@
 // log lines (campaign, capture, shadows) and from polling the collector's API (VMs seen, telemetry
 // stored, shadow runs and failures stored, risk rounds) and Alertmanager (alerts as received).
 // It also keeps the times the summary reports.
-import type { Failure, RiskAssessment, ShadowRun } from "@shadowvm/shared";
+import { type Failure, formatHours, type RiskAssessment, type ShadowRun } from "@shadowvm/shared";
 import type { Alertmanager, AlertmanagerAlert } from "./alertmanager.js";
 import type { CollectorApi } from "./collector-api.js";
 
@@ -238,7 +238,7 @@ export class LoopMonitor {
       if (last && last.gist === gist && this.now() - last.at < 60_000) continue;
       this.riskNotes.set(v.uuid, { gist, at: this.now() });
       say(
-        `risk round: ${v.name}: ${top ? `${top.class} "${top.title}" ${top.status}, P(fail within horizon) ${pct(top.probability)}, confidence ${top.confidence_level} ${num(top.confidence)}${top.time_to_failure_h !== null ? `, time to failure ${fmtHours(top.time_to_failure_h)}` : ""}${b ? `; ${b.dimension} boundary ${num(b.boundary)} ± ${num(b.boundary_uncertainty)}, production at ${num(b.level)}` : ""}` : "no signature"}`,
+        `risk round: ${v.name}: ${top ? `${top.class} "${top.title}" ${top.status}, P(fail within horizon) ${pct(top.probability)}, confidence ${top.confidence_level} ${num(top.confidence)}${top.time_to_failure_h !== null ? `, time to failure ${formatHours(top.time_to_failure_h)}` : ""}${b ? `; ${b.dimension} boundary ${num(b.boundary)} ± ${num(b.boundary_uncertainty)}, production at ${num(b.level)}` : ""}` : "no signature"}`,
       );
     }
     await this.pollAlertmanager();
@@ -289,10 +289,6 @@ export class LoopMonitor {
 
 function mib(v: unknown): string {
   return typeof v === "number" ? `${(v / 1048576).toFixed(1)} MiB` : "?";
-}
-
-export function fmtHours(h: number): string {
-  return h < 1 ? `${Math.round(h * 60)} min` : `${h.toFixed(1)} h`;
 }
 
 function firstStep(m: string | undefined): string {

@@ -17,13 +17,19 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { describeError, formatTable, type RiskAssessment, ShadowvmError } from "@shadowvm/shared";
+import {
+  describeError,
+  formatHours,
+  formatTable,
+  type RiskAssessment,
+  ShadowvmError,
+} from "@shadowvm/shared";
 import { type DemoVm, freePort, startDemoVm } from "../demo-vm.js";
 import { type Alertmanager, type AlertmanagerAlert, startAlertmanager } from "./alertmanager.js";
 import { CollectorApi } from "./collector-api.js";
 import { ConsoleWatch } from "./console-watch.js";
 import { demoAgentConfig, demoCollectorConfig, writeJsonConfig } from "./loop-config.js";
-import { fmtHours, LoopMonitor } from "./loop-monitor.js";
+import { LoopMonitor } from "./loop-monitor.js";
 import { ServiceProcess } from "./service-process.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../../../../", import.meta.url)));
@@ -605,7 +611,7 @@ export function riskTable(rows: (RiskAssessment & { vm_name: string })[]): strin
         sig.status,
         sig.probability === null ? "-" : sig.probability.toFixed(2),
         `${sig.confidence_level} ${sig.confidence.toFixed(2)}`,
-        sig.time_to_failure_h === null ? "-" : fmtHours(sig.time_to_failure_h),
+        sig.time_to_failure_h === null ? "-" : formatHours(sig.time_to_failure_h),
         b?.dimension ?? "-",
       ];
     }),

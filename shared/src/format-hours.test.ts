@@ -1,0 +1,14 @@
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { formatHours } from "./format-hours.js";
+
+test("minutes under an hour, hours up to two days, days after", () => {
+  assert.is(formatHours(0.001), "under 1 min");
+  assert.is(formatHours(2 / 60), "2 min");
+  assert.is(formatHours(0.99), "59 min");
+  assert.is(formatHours(1.31), "1.3 h");
+  assert.is(formatHours(42.7), "42.7 h");
+  assert.is(formatHours(60), "2.5 days");
+});
+
+test.run();

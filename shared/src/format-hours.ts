@@ -1,0 +1,12 @@
+/**
+ * A duration given in hours, as an operator reads it in alerts, explanations and mitigations:
+ * minutes under an hour ("0.0 h" said nothing about a failure 2 minutes away), hours with one
+ * decimal up to two days, days after that.
+ */
+export function formatHours(h: number): string {
+  const minutes = Math.round(h * 60);
+  if (minutes < 1) return "under 1 min";
+  if (minutes < 60) return `${minutes} min`;
+  if (h < 48) return `${h.toFixed(1)} h`;
+  return `${(h / 24).toFixed(1)} days`;
+}
