@@ -21,6 +21,7 @@ import {
   fitTrend,
   normalCdf,
   type RunPoint,
+  timeToBoundary,
 } from "@shadowvm/collector/risk/risk-model";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -67,12 +68,14 @@ test("a line toward the boundary: probability and time to failure", () => {
   )!;
   assert.ok(Math.abs(trend.slope - 0.0125) < 1e-9 && Math.abs(trend.level - 0.6) < 1e-9);
   const c = crossingProbability(trend, 0.825, 0.01, 24);
-  assert.ok(Math.abs(c.time_to_failure_h! - 18) < 1e-6, String(c.time_to_failure_h));
   assert.ok(c.probability > 0.99);
+  const reach = timeToBoundary(trend, 0.825, 24, 4);
+  assert.equal(reach.basis, "on_trend");
+  assert.ok(Math.abs(reach.time_to_failure_h! - 18) < 1e-6, String(reach.time_to_failure_h));
   const short = crossingProbability(trend, 0.825, 0.01, 6);
   assert.ok(short.probability < 0.01, `6 h horizon: ${short.probability}`);
   const flat = fitTrend(Array.from({ length: 60 }, (_, i) => ({ t: -6 + i / 10, y: 0.4 })))!;
-  assert.equal(crossingProbability(flat, 0.825, 0.01, 24).time_to_failure_h, null);
+  assert.equal(timeToBoundary(flat, 0.825, 24, 4).time_to_failure_h, null);
 });
 
 test("confidence: little evidence is low, contradictions lower it, fleet evidence halves it", () => {
@@ -283,6 +286,55 @@ test("runs that cannot tell CPU from memory: the dimension production heads for 
       // The same evidence with flat production: nothing to cross, no risk.
       const calm = all.find((a) => a.vm_uuid === "u-tied-calm")!;
       assert.ok(calm.probability! < 0.01, `calm p=${calm.probability}`);
+    } finally {
+      conn.closeSync();
+    }
+  } finally {
+    await store.close();
+  }
+});
+
+test("a slow rise over minutes of telemetry claims no time to failure a day ahead; over hours it does", async () => {
+  const store = await IngestStore.open(join(dir, "reach.duckdb"));
+  try {
+    const h = new History();
+    h.vm("u-fresh", "fresh-1").vm("u-seasoned", "seasoned-1");
+    const loads = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0];
+    for (const [uuid, name] of [
+      ["u-fresh", "fresh-1"],
+      ["u-seasoned", "seasoned-1"],
+    ] as const) {
+      loads.forEach((m, i) => {
+        h.run(uuid, name, `${name}-${i}`, { memory_load: m }, m >= 0.85 ? OOM : undefined);
+      });
+      // +0.03 per hour from 0.2: the line reaches the boundary (0.825) in about 21 h, past a 12 h
+      // horizon; fresh-1 has 5 minutes of telemetry (one sample every 2 s), seasoned-1 6 hours.
+      const short = uuid === "u-fresh";
+      h.telemetry(uuid, (t, i) => ({ memory: 0.2 + 0.03 * t + noise(i, 0.0001) }), {
+        points: short ? 150 : 72,
+        spanH: short ? 5 / 60 : 6,
+      });
+    }
+    await h.commit(store);
+    const conn = await store.connectReader();
+    try {
+      const risk = collectorConfigSchema.parse({ risk: { horizon_h: 12 } }).risk;
+      const all = await new RiskEngine(queryable(conn), risk).compute();
+      const fresh = all.find((a) => a.vm_uuid === "u-fresh")!;
+      assert.equal(fresh.time_to_failure_h, null, fresh.explanation);
+      assert.equal((fresh.detail["reach"] as { basis: string }).basis, "beyond_telemetry");
+      assert.match(
+        fresh.explanation,
+        /not claimed: the line reaches it in ~2\d\.\d h, further ahead than 4x the 5 min of telemetry/,
+      );
+      assert.match(
+        fresh.mitigations[0]!.action,
+        /^no change needed now: fresh-1's memory_load is at 20\.0 % and rising/,
+      );
+      const seasoned = all.find((a) => a.vm_uuid === "u-seasoned")!;
+      // 21 h is within 4 x 5.9 h.
+      assert.ok(Math.abs(seasoned.time_to_failure_h! - 0.625 / 0.03) < 0.5, seasoned.explanation);
+      assert.equal((seasoned.detail["reach"] as { basis: string }).basis, "on_trend");
     } finally {
       conn.closeSync();
     }

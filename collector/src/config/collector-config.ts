@@ -114,6 +114,12 @@ const riskSchema = z
     horizon_h: z.number().positive().default(24),
     /** Telemetry the trend is fitted on. */
     telemetry_window_h: z.number().positive().default(6),
+    /**
+     * A time to failure past the horizon is claimed only up to this many times the hours of
+     * telemetry the trend rests on (never past 10 horizons): a line through four minutes of a VM
+     * settling after boot says nothing about the next nine hours.
+     */
+    max_extrapolation: z.number().positive().default(4),
     /** Fewer operating-point samples than this in the window: no risk claimed. */
     min_samples: z.number().int().min(2).default(3),
     /** Full recomputation on this schedule ... */

@@ -79,6 +79,31 @@ test("a flat VM below the boundary gets no change, and no leak", () => {
   assert.not.match(steps[0]!.because, /leak/);
 });
 
+test("a slow rise further ahead than the telemetry can tell: no change, and why", () => {
+  // The demo's healthy VM four minutes after boot (risk-model.test.ts has the rule itself).
+  const steps = mitigationsFor({
+    ...leaking,
+    vm_name: "demo-healthy",
+    level: 0.2,
+    slope_per_h: 0.05,
+    time_to_failure_h: null,
+    forecast: 0.25,
+    reach: {
+      time_to_failure_h: null,
+      basis: "beyond_telemetry",
+      line_h: 9.4,
+      span_h: 0.075,
+      slope_error: 0.0004,
+    },
+  });
+  assert.is(steps.length, 1);
+  assert.is(
+    steps[0]!.action,
+    "no change needed now: demo-healthy's memory_load is at 20.0 % and rising, but on this line it reaches the boundary only in ~9.4 h, further ahead than 5 min of telemetry can tell",
+  );
+  assert.not.match(steps[0]!.because, /leak/);
+});
+
 test("a VM already over the boundary with no trend: the raise alone", () => {
   const steps = mitigationsFor({
     ...leaking,

@@ -1,6 +1,7 @@
 // Mitigation catalog: concrete steps keyed by failure class and dominating stress dimension, each
 // with the figures that justify it (taken from the assessment that raised it).
 import { formatHours, oomKillVictim } from "@shadowvm/shared";
+import { notHeadingText, type Reach } from "./risk-model.js";
 
 export interface MitigationContext {
   vm_name: string;
@@ -21,6 +22,8 @@ export interface MitigationContext {
   /** Level forecast at the end of the horizon (null: not forecastable). */
   forecast: number | null;
   horizon_h: number;
+  /** How the line reaches the boundary, and why no time to failure is claimed when none is. */
+  reach?: Reach;
 }
 
 export interface MitigationStep {
@@ -160,7 +163,7 @@ export function mitigationsFor(c: MitigationContext): MitigationStep[] {
   if (c.level !== null && c.level < c.boundary && c.time_to_failure_h === null) {
     return [
       {
-        action: `no change needed now: ${c.vm_name}'s ${c.dimension} is at ${pct(c.level)} and not rising toward the boundary`,
+        action: `no change needed now: ${c.vm_name}'s ${c.dimension} is at ${pct(c.level)} and ${notHeadingText(c.reach)}`,
         because: `${evidence(c)}; if it starts rising: ${steps.map((s) => s.action).join("; ")}`,
       },
     ];

@@ -20,7 +20,9 @@ import {
   type ForecastDimension,
   OPERATING_POINT_KEY,
   type RunPoint,
+  reachText,
   type Trend,
+  timeToBoundary,
   trendFromMoments,
   withPrecursor,
 } from "./risk-model.js";
@@ -209,7 +211,8 @@ WITH s AS (
 ${FORECAST_DIMENSIONS.map(
   (d) => `SELECT vm_uuid, '${d}' AS dim, regr_count(${d}, t) AS n, regr_avgx(${d}, t) AS mean_t,
     regr_avgy(${d}, t) AS mean_y, regr_sxx(${d}, t) AS sxx, regr_sxy(${d}, t) AS sxy,
-    regr_syy(${d}, t) AS syy, max(t) FILTER (WHERE ${d} IS NOT NULL) AS last_t
+    regr_syy(${d}, t) AS syy, max(t) FILTER (WHERE ${d} IS NOT NULL) AS last_t,
+    min(t) FILTER (WHERE ${d} IS NOT NULL) AS first_t
   FROM s GROUP BY vm_uuid`,
 ).join("\nUNION ALL\n")}`;
 
@@ -313,6 +316,7 @@ export class RiskEngine {
           sxy: num(t["sxy"]),
           syy: num(t["syy"]),
           last_t: num(t["last_t"]),
+          first_t: num(t["first_t"]),
         }),
       );
     }
@@ -570,35 +574,35 @@ export class RiskEngine {
       samples: trend.n,
       fleet_factor: source === "fleet" ? cfg.fleet_confidence_factor : 1,
     });
-    const ttf =
-      cross.time_to_failure_h !== null && cross.time_to_failure_h <= horizon * 10
-        ? cross.time_to_failure_h
-        : null;
+    const reach = timeToBoundary(trend, dom.boundary, horizon, cfg.max_extrapolation);
     const a: RiskAssessment = {
       ...base,
       probability: cross.probability,
       confidence: confidence.value,
       confidence_level: confidence.level,
-      time_to_failure_h: ttf,
+      time_to_failure_h: reach.time_to_failure_h,
       level: trend.level,
       slope_per_h: trend.slope,
       forecast: cross.forecast,
       forecast_error: cross.forecast_error,
       samples: trend.n,
-      detail: { dimensions: b.dimensions, confidence_factors: confidence.factors },
+      detail: {
+        dimensions: b.dimensions,
+        confidence_factors: confidence.factors,
+        reach: {
+          basis: reach.basis,
+          line_h: reach.line_h,
+          span_h: reach.span_h,
+          slope_error: Number.isFinite(reach.slope_error) ? reach.slope_error : null,
+        },
+      },
     };
-    const ttfText =
-      ttf === null
-        ? "not reached on the current trend"
-        : ttf === 0
-          ? "already reached"
-          : `reached in ~${formatHours(ttf)}`;
     a.explanation =
       `${dom.dimension} dominates. ${found}. Production ${dom.dimension} is at ${trend.level.toFixed(3)}, ` +
-      `${trend.slope >= 0 ? "+" : ""}${trend.slope.toFixed(4)}/h over ${trend.n} samples; forecast ${cross.forecast.toFixed(3)} ± ${cross.forecast_error.toFixed(3)} ` +
-      `within ${horizon} h; boundary ${ttfText}. P(failure within ${horizon} h) = ${cross.probability.toFixed(2)}, ` +
+      `${trend.slope >= 0 ? "+" : ""}${trend.slope.toFixed(4)}/h over ${trend.n} samples (${formatHours(reach.span_h)}); forecast ${cross.forecast.toFixed(3)} ± ${cross.forecast_error.toFixed(3)} ` +
+      `within ${horizon} h; boundary ${reachText(reach, cfg.max_extrapolation)}. P(failure within ${horizon} h) = ${cross.probability.toFixed(2)}, ` +
       `confidence ${confidence.level} (${confidence.value.toFixed(2)}).`;
-    a.mitigations = mitigationsFor(this.mitigationContext(vm, sig, a));
+    a.mitigations = mitigationsFor({ ...this.mitigationContext(vm, sig, a), reach });
     return a;
   }
 

@@ -2,6 +2,7 @@
 // from shadow runs, the production operating point's linear forecast, the probability of crossing
 // the boundary within the horizon, the confidence from the evidence, and the time to failure.
 // docs/risk-model.md explains the model in plain words; risk-engine.ts feeds it from DuckDB.
+import { formatHours } from "@shadowvm/shared";
 
 /** Stress dimensions with a production counterpart in telemetry (the operating point). */
 export const FORECAST_DIMENSIONS = ["cpu_load", "memory_load", "io_load"] as const;
@@ -122,6 +123,8 @@ export interface Trend {
   sxx: number;
   /** Newest point's time (hours, <= 0). */
   last_t: number;
+  /** Oldest point's time (hours, <= last_t): the line rests on last_t - first_t hours of telemetry. */
+  first_t: number;
 }
 
 /** Fits a line to (t hours, y) points (tests and fallbacks; the engine does it in DuckDB). */
@@ -146,6 +149,7 @@ export function fitTrend(points: readonly { t: number; y: number }[]): Trend | u
     sxy,
     syy,
     last_t: Math.max(...points.map((p) => p.t)),
+    first_t: Math.min(...points.map((p) => p.t)),
   });
 }
 
@@ -158,12 +162,22 @@ export function trendFromMoments(m: {
   sxy: number;
   syy: number;
   last_t: number;
+  first_t: number;
 }): Trend {
   const slope = m.n >= 2 && m.sxx > 0 ? m.sxy / m.sxx : 0;
   const level = m.mean_y - slope * m.mean_t;
   const rss = Math.max(0, m.syy - slope * m.sxy);
   const residual_sd = m.n > 2 ? Math.sqrt(rss / (m.n - 2)) : m.n === 2 ? 0.05 : 0.1;
-  return { n: m.n, level, slope, residual_sd, mean_t: m.mean_t, sxx: m.sxx, last_t: m.last_t };
+  return {
+    n: m.n,
+    level,
+    slope,
+    residual_sd,
+    mean_t: m.mean_t,
+    sxx: m.sxx,
+    last_t: m.last_t,
+    first_t: m.first_t,
+  };
 }
 
 /** Forecast at t hours from now, with its prediction standard error. */
@@ -189,8 +203,6 @@ export function normalCdf(z: number): number {
 export interface CrossingEstimate {
   /** Probability that the operating point reaches the boundary within the horizon. */
   probability: number;
-  /** Hours until the fitted line reaches the boundary: 0 when already there, null when it never does. */
-  time_to_failure_h: number | null;
   /** Forecast at the worst point of the horizon, and its error. */
   forecast: number;
   forecast_error: number;
@@ -212,10 +224,85 @@ export function crossingProbability(
   const worst = atEnd.value >= atNow.value ? atEnd : atNow;
   const sd = Math.max(Math.sqrt(worst.error ** 2 + boundaryUncertainty ** 2), 1e-3);
   const probability = normalCdf((worst.value - boundary) / sd);
-  let ttf: number | null = null;
-  if (trend.level >= boundary) ttf = 0;
-  else if (trend.slope > 0) ttf = (boundary - trend.level) / trend.slope;
-  return { probability, time_to_failure_h: ttf, forecast: worst.value, forecast_error: worst.error };
+  return { probability, forecast: worst.value, forecast_error: worst.error };
+}
+
+/** A rise of less than this many standard errors of the slope is not told apart from noise. */
+export const RISE_SIGNIFICANCE = 2;
+
+/** Whether, and why, a time to failure is claimed for a line and a boundary. */
+export type ReachBasis =
+  /** The level is at or past the boundary: time to failure 0. */
+  | "reached"
+  /** The line rises toward the boundary and reaches it within what the telemetry supports. */
+  | "on_trend"
+  /** Flat or falling. */
+  | "not_rising"
+  /** Rising by less than RISE_SIGNIFICANCE standard errors of the slope. */
+  | "within_noise"
+  /** Rising, but it reaches the boundary further ahead than the horizon and than the telemetry
+   * supports (max_extrapolation times the hours the line was fitted on), or than 10 horizons. */
+  | "beyond_telemetry";
+
+export interface Reach {
+  /** Hours until the line reaches the boundary: 0 when already there, null when none is claimed. */
+  time_to_failure_h: number | null;
+  basis: ReachBasis;
+  /** Where the line alone reaches the boundary (hours ahead) when it rises but no time is claimed. */
+  line_h: number | null;
+  /** Hours of telemetry the line rests on. */
+  span_h: number;
+  /** Standard error of the slope (per hour). */
+  slope_error: number;
+}
+
+/**
+ * When the fitted line reaches the boundary, if that is a claim the telemetry supports. A straight
+ * line is trusted through the horizon (the probability covers it too) and beyond it only up to
+ * `maxExtrapolation` times the telemetry it was fitted on: four minutes of a VM settling after boot
+ * say nothing about where it will be in nine hours. A slope within its own noise gives no time.
+ */
+export function timeToBoundary(
+  trend: Trend,
+  boundary: number,
+  horizonH: number,
+  maxExtrapolation: number,
+): Reach {
+  const span_h = Math.max(0, trend.last_t - trend.first_t);
+  const slope_error = trend.sxx > 0 ? trend.residual_sd / Math.sqrt(trend.sxx) : Number.POSITIVE_INFINITY;
+  const reach = { span_h, slope_error };
+  if (trend.level >= boundary) return { ...reach, time_to_failure_h: 0, basis: "reached", line_h: null };
+  if (!(trend.slope > 0)) return { ...reach, time_to_failure_h: null, basis: "not_rising", line_h: null };
+  const line_h = (boundary - trend.level) / trend.slope;
+  if (trend.slope < RISE_SIGNIFICANCE * slope_error)
+    return { ...reach, time_to_failure_h: null, basis: "within_noise", line_h };
+  if (line_h > Math.min(10 * horizonH, Math.max(horizonH, maxExtrapolation * span_h)))
+    return { ...reach, time_to_failure_h: null, basis: "beyond_telemetry", line_h };
+  return { ...reach, time_to_failure_h: line_h, basis: "on_trend", line_h: null };
+}
+
+/** The boundary's reach in an explanation: "reached in ~2 min", "not reached on the current trend", ... */
+export function reachText(r: Reach, maxExtrapolation: number): string {
+  switch (r.basis) {
+    case "reached":
+      return "already reached";
+    case "on_trend":
+      return `reached in ~${formatHours(r.time_to_failure_h ?? 0)}`;
+    case "not_rising":
+      return "not reached on the current trend";
+    case "within_noise":
+      return `not reached on the current trend (the rise is within its noise, ± ${r.slope_error.toFixed(4)}/h)`;
+    case "beyond_telemetry":
+      return `not claimed: the line reaches it in ~${formatHours(r.line_h ?? 0)}, further ahead than ${maxExtrapolation}x the ${formatHours(r.span_h)} of telemetry it rests on`;
+  }
+}
+
+/** Why a VM below its boundary needs no change now (no time to failure claimed), for its operator. */
+export function notHeadingText(r: Reach | undefined): string {
+  if (r?.basis === "beyond_telemetry")
+    return `rising, but on this line it reaches the boundary only in ~${formatHours(r.line_h ?? 0)}, further ahead than ${formatHours(r.span_h)} of telemetry can tell`;
+  if (r?.basis === "within_noise") return "not rising toward the boundary beyond its noise";
+  return "not rising toward the boundary";
 }
 
 export interface ConfidenceInputs {
