@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { formatHours } from "./format-hours.js";
+import { formatHours, formatTimeToFailure } from "./format-hours.js";
 
 test("minutes under an hour, hours up to two days, days after", () => {
   assert.is(formatHours(0.001), "under 1 min");
@@ -9,6 +9,12 @@ test("minutes under an hour, hours up to two days, days after", () => {
   assert.is(formatHours(1.31), "1.3 h");
   assert.is(formatHours(42.7), "42.7 h");
   assert.is(formatHours(60), "2.5 days");
+});
+
+test("a time to failure in a table: none, now, or the duration", () => {
+  assert.is(formatTimeToFailure(null), "-");
+  assert.is(formatTimeToFailure(0), "now");
+  assert.is(formatTimeToFailure(0.04), "2 min");
 });
 
 test.run();

@@ -10,3 +10,8 @@ export function formatHours(h: number): string {
   if (h < 48) return `${h.toFixed(1)} h`;
   return `${(h / 24).toFixed(1)} days`;
 }
+
+/** A time to failure in a table cell: "-" when none is claimed, "now" when already reached. */
+export function formatTimeToFailure(h: number | null): string {
+  return h === null ? "-" : h === 0 ? "now" : formatHours(h);
+}

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { ReaderPool } from "@shadowvm/collector/api/reader-pool";
 import { DuckDbRiskSource } from "@shadowvm/collector/api/risk-source";
-import { ReportService } from "@shadowvm/collector/reports/report-service";
+import { ReportService, vmLabeller } from "@shadowvm/collector/reports/report-service";
 import { IngestStore } from "@shadowvm/collector/store/ingest-store";
 import { waitFor } from "@shadowvm/shared";
 import { suite } from "uvu";
@@ -168,7 +168,19 @@ test("ranking, at-risk details, CSV quoting, Parquet, and what changed since the
   assert.match(html, /web &quot;one&quot;, east/, "names are escaped");
   assert.match(html, /class="boundary"/, "the estimated boundary is drawn");
   assert.match(html, /Newly at risk: web &quot;one&quot;, east/);
+  assert.match(html, /New signatures: WARNING: y \(fp-b\)/, "a new signature by its title");
   assert.not.match(html, /(src|href)=["']?https?:/i);
+});
+
+test("a VM name two VMs share in the changes gets its uuid, so one name is not both new and gone", () => {
+  const label = vmLabeller([
+    { vm_uuid: "f2102762-7d98", vm_name: "demo-production" },
+    { vm_uuid: "0c4e9a11-22aa", vm_name: "demo-production" },
+    { vm_uuid: "77aa0000-1111", vm_name: "demo-healthy" },
+  ]);
+  assert.is(label({ vm_uuid: "f2102762-7d98", vm_name: "demo-production" }), "demo-production (f2102762)");
+  assert.is(label({ vm_uuid: "0c4e9a11-22aa", vm_name: "demo-production" }), "demo-production (0c4e9a11)");
+  assert.is(label({ vm_uuid: "77aa0000-1111", vm_name: "demo-healthy" }), "demo-healthy");
 });
 
 test("retention by count and by age; files never half-written", async () => {

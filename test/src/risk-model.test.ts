@@ -487,6 +487,8 @@ test("shadowvm-collector risk prints the current round", async () => {
   const table = out.join("\n");
   assert.match(table, /VM\s+SIGNATURE\s+CLASS\s+STATUS\s+P\(FAIL\)/);
   assert.match(table, /web-1 .* oom .* assessed .* 1\.00 .* high /);
+  // The time to failure reads as a duration (about 18 h), not a bare number of hours.
+  assert.match(table, /web-1 .* high \d\.\d\d\s+1\d\.\d h\s+memory_load/);
   assert.match(table, /notel-1 .* no_telemetry .* - /);
   out.length = 0;
   assert.equal(

@@ -1,7 +1,7 @@
 // `shadowvm-collector risk`: the latest round of risk assessments, as a table or JSON. Reads the
 // database read-only, so it works while no collector holds the file; with a running collector,
 // use the HTTP API (DuckDB lets only one process open the file).
-import { createError, formatTable } from "@shadowvm/shared";
+import { createError, formatTable, formatTimeToFailure } from "@shadowvm/shared";
 import { databasePath } from "../config/collector-config.js";
 import { currentRisk, riskHistory } from "../risk/risk-engine.js";
 import { openReadOnly } from "../store/ingest-store.js";
@@ -14,7 +14,7 @@ horizon, the confidence, the time to failure, the dominating stress dimension an
 mitigation step. Rows without a claimed risk (no telemetry, not forecastable) are shown unless
 --json is given with a filter; --vm UUID prints that VM's assessment history instead.`;
 
-const fmt = (v: number | null, digits = 2) => (v === null ? "-" : v.toFixed(digits));
+const fmt = (v: number | null) => (v === null ? "-" : v.toFixed(2));
 
 export async function riskCommand(ctx: CommandContext): Promise<number> {
   const cmd = parseCommand(ctx, { vm: { type: "string" } });
@@ -57,7 +57,7 @@ export async function riskCommand(ctx: CommandContext): Promise<number> {
           "STATUS",
           "P(FAIL)",
           "CONFIDENCE",
-          "TTF(H)",
+          "TTF",
           "DIMENSION",
           "SOURCE",
           "MITIGATION",
@@ -70,7 +70,7 @@ export async function riskCommand(ctx: CommandContext): Promise<number> {
           a.status,
           fmt(a.probability),
           `${a.confidence_level} ${a.confidence.toFixed(2)}`,
-          fmt(a.time_to_failure_h, 1),
+          formatTimeToFailure(a.time_to_failure_h),
           a.dimension || "-",
           a.source,
           a.mitigations[0]?.action ?? "-",

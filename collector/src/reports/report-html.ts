@@ -204,12 +204,14 @@ export function renderReportHtml(data: ReportData): string {
     )
     .join("");
   const c = data.changes;
+  const titles = new Map(data.signatures.map((s) => [s.fingerprint, s.title]));
+  const signatureName = (fp: string) => (titles.has(fp) ? `${titles.get(fp)} (${fp})` : fp);
   const changes = c.previous_report_id
     ? `<ul><li>Since report ${esc(c.previous_report_id)} (${iso(c.previous_generated_at_ms)})</li>
 <li>Newly at risk: ${esc(c.new_at_risk.join(", ") || "none")}</li>
 <li>No longer at risk: ${esc(c.no_longer_at_risk.join(", ") || "none")}</li>
 <li>Score changes: ${esc(c.score_changes.map((s) => `${s.vm_name} ${fmt(s.from)} → ${fmt(s.to)}`).join(", ") || "none")}</li>
-<li>New signatures: ${esc(c.new_signatures.join(", ") || "none")}</li></ul>`
+<li>New signatures: ${esc(c.new_signatures.map(signatureName).join(", ") || "none")}</li></ul>`
     : "<p>First report: nothing to compare with.</p>";
   const f = data.fleet;
   return `<!doctype html>

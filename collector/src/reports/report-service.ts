@@ -108,6 +108,24 @@ export interface ReportData {
   changes: ReportChanges;
 }
 
+/**
+ * Names for the "what changed" lists: a name two VMs share across the two reports (a VM re-created
+ * under its old name, say) gets its uuid's first 8 characters, or the same name would read as both
+ * newly at risk and no longer at risk.
+ */
+export function vmLabeller(
+  vms: readonly { vm_uuid: string; vm_name: string }[],
+): (vm: { vm_uuid: string; vm_name: string }) => string {
+  const uuidsByName = new Map<string, Set<string>>();
+  for (const v of vms) {
+    const set = uuidsByName.get(v.vm_name) ?? new Set<string>();
+    set.add(v.vm_uuid);
+    uuidsByName.set(v.vm_name, set);
+  }
+  return (v) =>
+    (uuidsByName.get(v.vm_name)?.size ?? 0) > 1 ? `${v.vm_name} (${v.vm_uuid.slice(0, 8)})` : v.vm_name;
+}
+
 export interface ReportMeta {
   id: string;
   generated_at_ms: number;
@@ -324,11 +342,12 @@ export class ReportService {
     const nowAtRisk = new Set(atRisk.map((v) => v.vm_uuid));
     const prevScore = new Map(prev.ranking.map((r) => [r.vm_uuid, r.score]));
     const prevSigs = new Set(prev.signatures.map((s) => s.fingerprint));
+    const label = vmLabeller([...prev.ranking, ...prev.at_risk, ...ranking, ...atRisk]);
     return {
       previous_report_id: prev.id,
       previous_generated_at_ms: prev.generated_at_ms,
-      new_at_risk: atRisk.filter((v) => !prevAtRisk.has(v.vm_uuid)).map((v) => v.vm_name),
-      no_longer_at_risk: prev.at_risk.filter((v) => !nowAtRisk.has(v.vm_uuid)).map((v) => v.vm_name),
+      new_at_risk: atRisk.filter((v) => !prevAtRisk.has(v.vm_uuid)).map(label),
+      no_longer_at_risk: prev.at_risk.filter((v) => !nowAtRisk.has(v.vm_uuid)).map(label),
       score_changes: ranking
         .filter(
           (r) =>
@@ -336,7 +355,7 @@ export class ReportService {
         )
         .map((r) => ({
           vm_uuid: r.vm_uuid,
-          vm_name: r.vm_name,
+          vm_name: label(r),
           from: prevScore.get(r.vm_uuid) ?? null,
           to: r.score,
         })),

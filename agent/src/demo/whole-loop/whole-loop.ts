@@ -19,8 +19,8 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   describeError,
-  formatHours,
   formatTable,
+  formatTimeToFailure,
   type RiskAssessment,
   ShadowvmError,
 } from "@shadowvm/shared";
@@ -611,7 +611,7 @@ export function riskTable(rows: (RiskAssessment & { vm_name: string })[]): strin
         sig.status,
         sig.probability === null ? "-" : sig.probability.toFixed(2),
         `${sig.confidence_level} ${sig.confidence.toFixed(2)}`,
-        sig.time_to_failure_h === null ? "-" : formatHours(sig.time_to_failure_h),
+        formatTimeToFailure(sig.time_to_failure_h),
         b?.dimension ?? "-",
       ];
     }),
