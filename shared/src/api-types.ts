@@ -148,7 +148,9 @@ export interface RiskBoundary {
   boundary: number;
   boundary_uncertainty: number;
   level: number | null;
+  /** The operating point forecast at the end of the horizon (hours ahead). */
   forecast: number | null;
+  horizon_h: number;
 }
 
 /** A VM's current risk without the details (what lists need). */

@@ -479,6 +479,10 @@ test("hosts and VMs from the agent's inventory, with current risk from the risk 
   assert.is(why.body.vm.name, "web-1");
   assert.ok(why.body.assessment.explanation.length > 0);
   assert.ok(why.body.assessment.boundary.some((b: { fingerprint: string }) => b.fingerprint === FP_OOM));
+  assert.ok(
+    why.body.assessment.boundary.every((b: { horizon_h: number }) => b.horizon_h === 24),
+    "each boundary says its horizon",
+  );
   assert.equal(why.body.evidence.runs, { ok: 5, failed: 3 });
   assert.equal(
     why.body.evidence.signatures.map((s: { fingerprint: string; failures: number }) => [

@@ -167,6 +167,7 @@ test("ranking, at-risk details, CSV quoting, Parquet, and what changed since the
   const html = readFileSync(s.file(second.id, "html")!.path, "utf8");
   assert.match(html, /web &quot;one&quot;, east/, "names are escaped");
   assert.match(html, /class="boundary"/, "the estimated boundary is drawn");
+  assert.match(html, /now 0\.70, forecast 0\.78 in 24 h/, "the forecast says how far ahead");
   assert.match(html, /Newly at risk: web &quot;one&quot;, east/);
   assert.match(html, /New signatures: WARNING: y \(fp-b\)/, "a new signature by its title");
   assert.not.match(html, /(src|href)=["']?https?:/i);

@@ -41,7 +41,8 @@ const aggregate = (src: string) => `
                        'probability': probability, 'confidence': confidence, 'confidence_level': confidence_level,
                        'time_to_failure_h': time_to_failure_h} ORDER BY probability DESC NULLS LAST)) AS signatures,
          to_json(list({'fingerprint': fingerprint, 'dimension': dimension, 'boundary': boundary,
-                       'boundary_uncertainty': boundary_uncertainty, 'level': level, 'forecast': forecast}
+                       'boundary_uncertainty': boundary_uncertainty, 'level': level, 'forecast': forecast,
+                       'horizon_h': horizon_h}
                       ORDER BY probability DESC NULLS LAST)) AS boundary,
          to_json(flatten(list(CAST(mitigations AS JSON[]) ORDER BY probability DESC NULLS LAST))) AS mitigations,
          to_json(list(explanation ORDER BY probability DESC NULLS LAST)) AS explanation

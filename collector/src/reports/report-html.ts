@@ -156,7 +156,7 @@ function boundaries(v: unknown): string {
   return `<ul>${(v as Record<string, unknown>[])
     .map(
       (b) =>
-        `<li>${esc(b["dimension"])}: fails from ${fmt(b["boundary"] as number)} ± ${fmt(b["boundary_uncertainty"] as number)}; now ${fmt(b["level"] as number | null)}, forecast ${fmt(b["forecast"] as number | null)} <small>(${esc(b["fingerprint"])})</small></li>`,
+        `<li>${esc(b["dimension"])}: fails from ${fmt(b["boundary"] as number)} ± ${fmt(b["boundary_uncertainty"] as number)}; now ${fmt(b["level"] as number | null)}, forecast ${fmt(b["forecast"] as number | null)} in ${esc(b["horizon_h"])} h <small>(${esc(b["fingerprint"])})</small></li>`,
     )
     .join("")}</ul>`;
 }
