@@ -87,12 +87,14 @@ test("confidence: little evidence is low, contradictions lower it, fleet evidenc
     forecast_error: 0.006,
     samples: 72,
     fleet_factor: 1,
+    extrapolation: 1,
   };
   const good = confidenceOf(base);
   assert.equal(good.level, "high");
   assert.equal(confidenceOf({ ...base, runs: 1, failing: 1, boundary_uncertainty: 0.26 }).level, "low");
   assert.ok(confidenceOf({ ...base, contradicting: 4 }).value < good.value / 2);
   assert.ok(Math.abs(confidenceOf({ ...base, fleet_factor: 0.5 }).value - good.value / 2) < 1e-12);
+  assert.ok(Math.abs(confidenceOf({ ...base, extrapolation: 0.3 }).value - good.value * 0.3) < 1e-12);
 });
 
 let store: IngestStore;
@@ -335,6 +337,9 @@ test("a slow rise over minutes of telemetry claims no time to failure a day ahea
       // 21 h is within 4 x 5.9 h.
       assert.ok(Math.abs(seasoned.time_to_failure_h! - 0.625 / 0.03) < 0.5, seasoned.explanation);
       assert.equal((seasoned.detail["reach"] as { basis: string }).basis, "on_trend");
+      // "No failure within 12 h" from 5 minutes of telemetry is a weak claim; from 6 hours it is not.
+      assert.equal(fresh.confidence_level, "low", `fresh confidence ${fresh.confidence}`);
+      assert.equal(seasoned.confidence_level, "high", `seasoned confidence ${seasoned.confidence}`);
     } finally {
       conn.closeSync();
     }

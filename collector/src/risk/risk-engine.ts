@@ -16,6 +16,7 @@ import {
   crossingProbability,
   type DimensionBoundary,
   estimateBoundary,
+  extrapolationFactor,
   FORECAST_DIMENSIONS,
   type ForecastDimension,
   OPERATING_POINT_KEY,
@@ -565,6 +566,7 @@ export class RiskEngine {
       };
     }
     const cross = crossingProbability(trend, dom.boundary, dom.uncertainty, horizon);
+    const reach = timeToBoundary(trend, dom.boundary, horizon, cfg.max_extrapolation);
     const confidence = confidenceOf({
       runs: b.runs,
       failing: b.failing,
@@ -573,8 +575,8 @@ export class RiskEngine {
       forecast_error: cross.forecast_error,
       samples: trend.n,
       fleet_factor: source === "fleet" ? cfg.fleet_confidence_factor : 1,
+      extrapolation: extrapolationFactor(reach, horizon, cfg.max_extrapolation),
     });
-    const reach = timeToBoundary(trend, dom.boundary, horizon, cfg.max_extrapolation);
     const a: RiskAssessment = {
       ...base,
       probability: cross.probability,

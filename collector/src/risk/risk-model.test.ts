@@ -2,7 +2,7 @@
 // telemetry it rests on. The rest of the model is tested across packages (test/src/risk-model.test.ts).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { fitTrend, notHeadingText, reachText, timeToBoundary } from "./risk-model.js";
+import { extrapolationFactor, fitTrend, notHeadingText, reachText, timeToBoundary } from "./risk-model.js";
 
 /** Points every 2 s over `minutes`, ending now (t in hours, <= 0): level at t = 0 plus slope * t. */
 function series(minutes: number, level: number, slopePerH: number, wobble = 0) {
@@ -65,6 +65,21 @@ test("a rise within the noise claims no time; flat, falling and already past the
   assert.equal(past.basis, "reached");
   assert.equal(past.time_to_failure_h, 0);
   assert.equal(reachText(past, 4), "already reached");
+});
+
+test("the telemetry backs a failure minutes away fully, and 'none within the horizon' by its span", () => {
+  const leak = timeToBoundary(series(1.8, 0.32, 4.6, 0.002), 0.67, 1, 4);
+  assert.is(extrapolationFactor(leak, 1, 4), 1, "4 x 1.8 min covers the 4.6 min to the boundary");
+  const settling = timeToBoundary(series(4.5, 0.2, 0.05, 0.0001), 0.67, 1, 4);
+  // No time claimed: the claim "not within the hour" rests on the line 60 min ahead; 4 x 4.5 min = 0.3 of it.
+  assert.ok(
+    Math.abs(extrapolationFactor(settling, 1, 4) - 0.3) < 0.01,
+    String(extrapolationFactor(settling, 1, 4)),
+  );
+  const past = timeToBoundary(series(10, 0.7, -0.2, 0.001), 0.6, 24, 4);
+  assert.is(extrapolationFactor(past, 24, 4), 1, "already past the boundary: nothing to extrapolate");
+  const sixHours = extrapolationFactor(timeToBoundary(series(360, 0.4, 0), 0.6, 24, 4), 24, 4);
+  assert.ok(sixHours > 0.999, `6 h of telemetry back 24 h: ${sixHours}`);
 });
 
 test.run();

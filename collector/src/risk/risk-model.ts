@@ -314,12 +314,21 @@ export interface ConfidenceInputs {
   samples: number;
   /** Fleet evidence (another VM's shadows): scaled down by this factor (1 = own shadows). */
   fleet_factor: number;
+  /** How far the telemetry carries the claim: `extrapolationFactor`. */
+  extrapolation: number;
 }
 
 export interface Confidence {
   value: number;
   level: "low" | "medium" | "high";
-  factors: { runs: number; boundary: number; consistency: number; forecast: number; fleet: number };
+  factors: {
+    runs: number;
+    boundary: number;
+    consistency: number;
+    forecast: number;
+    extrapolation: number;
+    fleet: number;
+  };
 }
 
 /** high >= 0.6, medium >= 0.3, low below. */
@@ -350,10 +359,21 @@ export function confidenceOf(c: ConfidenceInputs): Confidence {
   const boundary = Math.exp(-c.boundary_uncertainty / 0.15);
   const consistency = c.runs > 0 ? Math.max(0, 1 - (2 * c.contradicting) / c.runs) : 0;
   const forecast = Math.exp(-c.forecast_error / 0.15) * Math.min(1, c.samples / 10);
-  const value = runs * boundary * consistency * forecast * c.fleet_factor;
+  const value = runs * boundary * consistency * forecast * c.extrapolation * c.fleet_factor;
   return {
     value,
     level: confidenceLevel(value),
-    factors: { runs, boundary, consistency, forecast, fleet: c.fleet_factor },
+    factors: { runs, boundary, consistency, forecast, extrapolation: c.extrapolation, fleet: c.fleet_factor },
   };
+}
+
+/**
+ * How far the telemetry carries the claim, in 0..1: what the claim rests on is the line up to the
+ * time to failure when one is claimed, else through the whole horizon ("no failure within 24 h"
+ * needs the line 24 h ahead); the line carries `maxExtrapolation` times the hours it was fitted on.
+ * Four minutes of telemetry back a failure 3 minutes away fully, and "none within the hour" at 0.3.
+ */
+export function extrapolationFactor(reach: Reach, horizonH: number, maxExtrapolation: number): number {
+  const ahead = Math.min(horizonH, reach.time_to_failure_h ?? horizonH);
+  return ahead <= 0 ? 1 : Math.min(1, (maxExtrapolation * reach.span_h) / ahead);
 }
