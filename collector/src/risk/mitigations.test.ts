@@ -12,6 +12,7 @@ const leaking: MitigationContext = {
   slope_per_h: 4.6,
   boundary: 0.66,
   time_to_failure_h: 0.05,
+  probability: 1,
   failing_runs: 2,
   runs: 6,
   vcpus: 1,
@@ -72,6 +73,7 @@ test("a flat VM below the boundary gets no change, and no leak", () => {
     level: 0.3,
     slope_per_h: 0,
     time_to_failure_h: null,
+    probability: 0,
     forecast: 0.3,
   });
   assert.is(steps.length, 1);
@@ -87,6 +89,7 @@ test("a slow rise further ahead than the telemetry can tell: no change, and why"
     level: 0.2,
     slope_per_h: 0.05,
     time_to_failure_h: null,
+    probability: 0,
     forecast: 0.25,
     reach: {
       time_to_failure_h: null,
@@ -102,6 +105,20 @@ test("a slow rise further ahead than the telemetry can tell: no change, and why"
     "no change needed now: demo-healthy's memory_load is at 20.0 % and rising, but on this line it reaches the boundary only in ~9.4 h, further ahead than 5 min of telemetry can tell",
   );
   assert.not.match(steps[0]!.because, /leak/);
+});
+
+test("a flat VM just under the boundary, likely to cross on its noise: the steps, not 'no change'", () => {
+  const steps = mitigationsFor({
+    ...leaking,
+    level: 0.64,
+    slope_per_h: 0,
+    time_to_failure_h: null,
+    probability: 0.6,
+    forecast: 0.64,
+  });
+  assert.is(steps.length, 1);
+  assert.match(steps[0]!.action, /^raise demo-production's memory from 256 MiB to at least 512 MiB$/);
+  assert.match(steps[0]!.because, /reaches it not on the current trend/);
 });
 
 test("a VM already over the boundary with no trend: the raise alone", () => {

@@ -15,6 +15,8 @@ export interface MitigationContext {
   slope_per_h: number | null;
   boundary: number;
   time_to_failure_h: number | null;
+  /** Probability of crossing within the horizon (null: none claimed). */
+  probability: number | null;
   failing_runs: number;
   runs: number;
   vcpus: number;
@@ -44,6 +46,9 @@ function evidence(c: MitigationContext): string {
 }
 
 type Rule = (c: MitigationContext) => MitigationStep[];
+
+/** Below this probability of crossing within the horizon, a VM not heading for its boundary needs no change. */
+const NO_CHANGE_BELOW_PROBABILITY = 0.5;
 
 /** A raise that would more than double the VM's memory only outruns the growth for a while. */
 const LARGE_RAISE = 2;
@@ -158,9 +163,15 @@ export function mitigationsFor(c: MitigationContext): MitigationStep[] {
     MITIGATION_CATALOG[`*/${c.dimension}`] ??
     genericRule;
   const steps = rule(c);
-  // A forecastable VM below the boundary and not heading there needs no change: telling its
-  // operator to add capacity would be noise. The steps stay as what to do if the trend changes.
-  if (c.level !== null && c.level < c.boundary && c.time_to_failure_h === null) {
+  // A forecastable VM below the boundary, not heading there and unlikely to cross needs no change:
+  // telling its operator to add capacity would be noise. The steps stay as what to do if the trend
+  // changes. A flat VM just under its boundary, whose noise crosses it, gets the steps themselves.
+  if (
+    c.level !== null &&
+    c.level < c.boundary &&
+    c.time_to_failure_h === null &&
+    (c.probability ?? 0) < NO_CHANGE_BELOW_PROBABILITY
+  ) {
     return [
       {
         action: `no change needed now: ${c.vm_name}'s ${c.dimension} is at ${pct(c.level)} and ${notHeadingText(c.reach)}`,

@@ -650,6 +650,7 @@ export class RiskEngine {
       slope_per_h: a.slope_per_h,
       boundary: a.boundary,
       time_to_failure_h: a.time_to_failure_h,
+      probability: a.probability,
       failing_runs: a.failing_runs,
       runs: a.runs,
       vcpus: vm.vcpus,
