@@ -21,6 +21,16 @@ const leaking: MitigationContext = {
   horizon_h: 1,
 };
 
+/** A flat VM at `level` with probability `probability` of crossing within the horizon. */
+const flat = (level: number, probability: number): MitigationContext => ({
+  ...leaking,
+  level,
+  slope_per_h: 0,
+  time_to_failure_h: null,
+  probability,
+  forecast: level,
+});
+
 test("a fast leak: the leak first, naming the process the OOM killer chose; the raise says how long it lasts", () => {
   const steps = mitigationsFor(leaking);
   assert.is(steps.length, 2);
@@ -68,14 +78,7 @@ test("memory growth in another failure class: the leak step names no process", (
 });
 
 test("a flat VM below the boundary gets no change, and no leak", () => {
-  const steps = mitigationsFor({
-    ...leaking,
-    level: 0.3,
-    slope_per_h: 0,
-    time_to_failure_h: null,
-    probability: 0,
-    forecast: 0.3,
-  });
+  const steps = mitigationsFor(flat(0.3, 0));
   assert.is(steps.length, 1);
   assert.match(steps[0]!.action, /^no change needed now: demo-production's memory_load is at 30\.0 %/);
   assert.not.match(steps[0]!.because, /leak/);
@@ -108,14 +111,7 @@ test("a slow rise further ahead than the telemetry can tell: no change, and why"
 });
 
 test("a flat VM just under the boundary, likely to cross on its noise: the steps, not 'no change'", () => {
-  const steps = mitigationsFor({
-    ...leaking,
-    level: 0.64,
-    slope_per_h: 0,
-    time_to_failure_h: null,
-    probability: 0.6,
-    forecast: 0.64,
-  });
+  const steps = mitigationsFor(flat(0.64, 0.6));
   assert.is(steps.length, 1);
   assert.match(steps[0]!.action, /^raise demo-production's memory from 256 MiB to at least 512 MiB$/);
   assert.match(steps[0]!.because, /reaches it not on the current trend/);
