@@ -44,7 +44,13 @@ test("a VM settling after boot: a slow rise over 4 min claims no time 9 h ahead"
   // Within the horizon a time is claimed from short telemetry too: the probability covers it.
   assert.equal(timeToBoundary(trend, 0.67, 12, 4).basis, "on_trend");
   // Never past 10 horizons, however long the telemetry.
-  assert.equal(timeToBoundary(series(360, 0.2, 0.05, 0.0001), 0.67, 0.5, 4).basis, "beyond_telemetry");
+  const far = timeToBoundary(series(360, 0.2, 0.05, 0.0001), 0.67, 0.5, 4);
+  assert.equal(far.basis, "beyond_horizons");
+  assert.match(
+    reachText(far, 4),
+    /^not claimed: the line reaches it in ~9\.4 h, more than 10 horizons ahead$/,
+  );
+  assert.match(notHeadingText(far), /only in ~9\.4 h, more than 10 horizons ahead$/);
 });
 
 test("a rise within the noise claims no time; flat, falling and already past the boundary", () => {

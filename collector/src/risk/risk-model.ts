@@ -227,6 +227,9 @@ export function crossingProbability(
   return { probability, forecast: worst.value, forecast_error: worst.error };
 }
 
+/** No time to failure is claimed further ahead than this many horizons. */
+export const MAX_HORIZONS = 10;
+
 /** A rise of less than this many standard errors of the slope is not told apart from noise. */
 export const RISE_SIGNIFICANCE = 2;
 
@@ -241,8 +244,10 @@ export type ReachBasis =
   /** Rising by less than RISE_SIGNIFICANCE standard errors of the slope. */
   | "within_noise"
   /** Rising, but it reaches the boundary further ahead than the horizon and than the telemetry
-   * supports (max_extrapolation times the hours the line was fitted on), or than 10 horizons. */
-  | "beyond_telemetry";
+   * supports (max_extrapolation times the hours the line was fitted on). */
+  | "beyond_telemetry"
+  /** Rising, but it reaches the boundary more than 10 horizons ahead (however long the telemetry). */
+  | "beyond_horizons";
 
 export interface Reach {
   /** Hours until the line reaches the boundary: 0 when already there, null when none is claimed. */
@@ -276,8 +281,10 @@ export function timeToBoundary(
   const line_h = (boundary - trend.level) / trend.slope;
   if (trend.slope < RISE_SIGNIFICANCE * slope_error)
     return { ...reach, time_to_failure_h: null, basis: "within_noise", line_h };
-  if (line_h > Math.min(10 * horizonH, Math.max(horizonH, maxExtrapolation * span_h)))
+  if (line_h > Math.max(horizonH, maxExtrapolation * span_h))
     return { ...reach, time_to_failure_h: null, basis: "beyond_telemetry", line_h };
+  if (line_h > MAX_HORIZONS * horizonH)
+    return { ...reach, time_to_failure_h: null, basis: "beyond_horizons", line_h };
   return { ...reach, time_to_failure_h: line_h, basis: "on_trend", line_h: null };
 }
 
@@ -294,6 +301,8 @@ export function reachText(r: Reach, maxExtrapolation: number): string {
       return `not reached on the current trend (the rise is within its noise, ± ${r.slope_error.toFixed(4)}/h)`;
     case "beyond_telemetry":
       return `not claimed: the line reaches it in ~${formatHours(r.line_h ?? 0)}, further ahead than ${maxExtrapolation}x the ${formatHours(r.span_h)} of telemetry it rests on`;
+    case "beyond_horizons":
+      return `not claimed: the line reaches it in ~${formatHours(r.line_h ?? 0)}, more than ${MAX_HORIZONS} horizons ahead`;
   }
 }
 
@@ -301,6 +310,8 @@ export function reachText(r: Reach, maxExtrapolation: number): string {
 export function notHeadingText(r: Reach | undefined): string {
   if (r?.basis === "beyond_telemetry")
     return `rising, but on this line it reaches the boundary only in ~${formatHours(r.line_h ?? 0)}, further ahead than ${formatHours(r.span_h)} of telemetry can tell`;
+  if (r?.basis === "beyond_horizons")
+    return `rising, but on this line it reaches the boundary only in ~${formatHours(r.line_h ?? 0)}, more than ${MAX_HORIZONS} horizons ahead`;
   if (r?.basis === "within_noise") return "not rising toward the boundary beyond its noise";
   return "not rising toward the boundary";
 }
