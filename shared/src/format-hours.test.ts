@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { formatHours, formatTimeToFailure } from "./format-hours.js";
+import { aboutHours, formatHours, formatTimeToFailure } from "./format-hours.js";
 
 test("minutes under an hour, hours up to two days, days after", () => {
   assert.is(formatHours(0.001), "under 1 min");
@@ -15,6 +15,12 @@ test("a time to failure in a table: none, now, or the duration", () => {
   assert.is(formatTimeToFailure(null), "-");
   assert.is(formatTimeToFailure(0), "now");
   assert.is(formatTimeToFailure(0.04), "2 min");
+});
+
+test("an estimate reads '~2 min', but 'under 1 min' without the tilde", () => {
+  assert.is(aboutHours(2 / 60), "~2 min");
+  assert.is(aboutHours(9.4), "~9.4 h");
+  assert.is(aboutHours(0.005), "under 1 min");
 });
 
 test.run();

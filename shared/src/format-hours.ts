@@ -15,3 +15,9 @@ export function formatHours(h: number): string {
 export function formatTimeToFailure(h: number | null): string {
   return h === null ? "-" : h === 0 ? "now" : formatHours(h);
 }
+
+/** An estimated duration: "~2 min", "~9.4 h", but "under 1 min" (not "~under 1 min"). */
+export function aboutHours(h: number): string {
+  const text = formatHours(h);
+  return text.startsWith("under") ? text : `~${text}`;
+}

@@ -5,7 +5,7 @@
 // delivery attempt is stored (tables alerts, alert_deliveries; docs/risk-model.md).
 import { createHash } from "node:crypto";
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { formatHours, type Logger } from "@shadowvm/shared";
+import { aboutHours, type Logger } from "@shadowvm/shared";
 import type { CollectorConfig } from "../config/collector-config.js";
 import type { Queryable, RiskAssessment } from "../risk/risk-engine.js";
 
@@ -280,7 +280,7 @@ export class AlertDispatcher {
         ? "not on the current trend"
         : a.time_to_failure_h === 0
           ? "now"
-          : `~${formatHours(a.time_to_failure_h)}`;
+          : aboutHours(a.time_to_failure_h);
     const summary = `${a.vm_name}: ${a.class} "${a.title}" likely within ${a.horizon_h} h (p=${(a.probability ?? 0).toFixed(2)}, ${a.confidence_level} confidence, time to failure ${ttf})`;
     const mitigation = a.mitigations.map((m, i) => `${i + 1}. ${m.action} (${m.because})`).join("\n");
     return {

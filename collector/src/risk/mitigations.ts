@@ -1,6 +1,6 @@
 // Mitigation catalog: concrete steps keyed by failure class and dominating stress dimension, each
 // with the figures that justify it (taken from the assessment that raised it).
-import { formatHours, oomKillVictim } from "@shadowvm/shared";
+import { aboutHours, oomKillVictim } from "@shadowvm/shared";
 import { notHeadingText, type Reach } from "./risk-model.js";
 
 export interface MitigationContext {
@@ -37,9 +37,8 @@ export interface MitigationStep {
 const pct = (v: number | null) => (v === null ? "n/a" : `${(v * 100).toFixed(1)} %`);
 const rate = (v: number | null) =>
   v === null ? "n/a" : `${v >= 0 ? "+" : ""}${(v * 100).toFixed(2)} points/h`;
-const duration = (h: number) => `~${formatHours(h)}`;
 const hours = (h: number | null) =>
-  h === null ? "not on the current trend" : h === 0 ? "now" : `in ${duration(h)}`;
+  h === null ? "not on the current trend" : h === 0 ? "now" : `in ${aboutHours(h)}`;
 
 function evidence(c: MitigationContext): string {
   return `shadows showed ${c.failure_class} from ${c.dimension} ≈ ${c.boundary.toFixed(2)} (${c.failing_runs} of ${c.runs} runs failed)`;
@@ -67,7 +66,7 @@ const memoryRule: Rule = (c) => {
   // How long the raised memory lasts at this growth, from the use now to the boundary at newMb.
   const usedMb = (c.level ?? 0) * c.memory_mb;
   const lastsH = Math.max(0, (c.boundary * newMb - usedMb) / leakMbPerH);
-  raise.because += `; at this growth ${newMb} MiB lasts ${duration(lastsH)}`;
+  raise.because += `; at this growth ${newMb} MiB lasts ${aboutHours(lastsH)}`;
   // The OOM killer ends the process it scores highest, normally the largest, which a leak makes its own.
   const victim = oomKillVictim(c.title);
   const leak: MitigationStep = victim

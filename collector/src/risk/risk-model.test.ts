@@ -23,6 +23,11 @@ test("a leak two minutes from the boundary: on the trend, whatever the short tel
   assert.ok(Math.abs(reach.time_to_failure_h! - 0.35 / 4.6) < 0.002, String(reach.time_to_failure_h));
   assert.ok(Math.abs(reach.span_h - 1.8 / 60) < 0.001, String(reach.span_h));
   assert.match(reachText(reach, 4), /^reached in ~5 min$/);
+  // Seconds away: "under 1 min", not "~under 1 min".
+  assert.is(
+    reachText(timeToBoundary(series(1.8, 0.66, 4.6, 0.002), 0.67, 1, 4), 4),
+    "reached in under 1 min",
+  );
 });
 
 test("a VM settling after boot: a slow rise over 4 min claims no time 9 h ahead", () => {

@@ -2,7 +2,7 @@
 // from shadow runs, the production operating point's linear forecast, the probability of crossing
 // the boundary within the horizon, the confidence from the evidence, and the time to failure.
 // docs/risk-model.md explains the model in plain words; risk-engine.ts feeds it from DuckDB.
-import { formatHours } from "@shadowvm/shared";
+import { aboutHours, formatHours } from "@shadowvm/shared";
 
 /** Stress dimensions with a production counterpart in telemetry (the operating point). */
 export const FORECAST_DIMENSIONS = ["cpu_load", "memory_load", "io_load"] as const;
@@ -294,24 +294,24 @@ export function reachText(r: Reach, maxExtrapolation: number): string {
     case "reached":
       return "already reached";
     case "on_trend":
-      return `reached in ~${formatHours(r.time_to_failure_h ?? 0)}`;
+      return `reached in ${aboutHours(r.time_to_failure_h ?? 0)}`;
     case "not_rising":
       return "not reached on the current trend";
     case "within_noise":
       return `not reached on the current trend (the rise is within its noise, ± ${r.slope_error.toFixed(4)}/h)`;
     case "beyond_telemetry":
-      return `not claimed: the line reaches it in ~${formatHours(r.line_h ?? 0)}, further ahead than ${maxExtrapolation}x the ${formatHours(r.span_h)} of telemetry it rests on`;
+      return `not claimed: the line reaches it in ${aboutHours(r.line_h ?? 0)}, further ahead than ${maxExtrapolation}x the ${formatHours(r.span_h)} of telemetry it rests on`;
     case "beyond_horizons":
-      return `not claimed: the line reaches it in ~${formatHours(r.line_h ?? 0)}, more than ${MAX_HORIZONS} horizons ahead`;
+      return `not claimed: the line reaches it in ${aboutHours(r.line_h ?? 0)}, more than ${MAX_HORIZONS} horizons ahead`;
   }
 }
 
 /** Why a VM below its boundary needs no change now (no time to failure claimed), for its operator. */
 export function notHeadingText(r: Reach | undefined): string {
   if (r?.basis === "beyond_telemetry")
-    return `rising, but on this line it reaches the boundary only in ~${formatHours(r.line_h ?? 0)}, further ahead than ${formatHours(r.span_h)} of telemetry can tell`;
+    return `rising, but on this line it reaches the boundary only in ${aboutHours(r.line_h ?? 0)}, further ahead than ${formatHours(r.span_h)} of telemetry can tell`;
   if (r?.basis === "beyond_horizons")
-    return `rising, but on this line it reaches the boundary only in ~${formatHours(r.line_h ?? 0)}, more than ${MAX_HORIZONS} horizons ahead`;
+    return `rising, but on this line it reaches the boundary only in ${aboutHours(r.line_h ?? 0)}, more than ${MAX_HORIZONS} horizons ahead`;
   if (r?.basis === "within_noise") return "not rising toward the boundary beyond its noise";
   return "not rising toward the boundary";
 }
