@@ -2,7 +2,7 @@
 // store fed with real frames (inventory, shadow runs with failures, telemetry with the operating
 // point): a clear trend toward a known boundary, little evidence, contradictory evidence, no
 // telemetry, fleet correlation, a healthy VM, and the stored history.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { collectorConfigSchema, IngestStore } from "@shadowvm/collector";
@@ -236,12 +236,31 @@ test("engine on constructed histories", async () => {
   assert.equal(current.length, all.length);
   assert.ok(current.every((a) => a.computed_at_ms === now));
   assert.equal(current[0]!.probability !== null && current[0]!.probability > 0.9, true, "highest first");
-  const history = await riskHistory(db, "u-web1", { fingerprint: OOM.fingerprint });
+  const history = await riskHistory(db, { vm: "u-web1", fingerprint: OOM.fingerprint });
   assert.equal(
     history.map((a) => a.computed_at_ms),
     [now, now - 60_000],
   );
   assert.equal(history[0]!.mitigations.length, web1.mitigations.length);
+  // A VM is found by name as by UUID; filters and pages narrow the current round.
+  assert.equal(
+    (await riskHistory(db, { vm: "web-1", fingerprint: OOM.fingerprint })).map((a) => a.computed_at_ms),
+    [now, now - 60_000],
+  );
+  const web1Now = await currentRisk(db, { vm: "web-1" });
+  assert.ok(web1Now.length >= 2 && web1Now.every((a) => a.vm_uuid === "u-web1"));
+  assert.equal(
+    (await currentRisk(db, { vm: "web-1", class: "oom" })).map((a) => a.fingerprint),
+    [OOM.fingerprint],
+  );
+  const pages = [
+    ...(await currentRisk(db, { limit: 2 })),
+    ...(await currentRisk(db, { limit: 100, offset: 2 })),
+  ];
+  assert.equal(
+    pages.map((a) => `${a.vm_uuid}/${a.fingerprint}`),
+    current.map((a) => `${a.vm_uuid}/${a.fingerprint}`),
+  );
   conn.closeSync();
 });
 
@@ -504,6 +523,17 @@ test("shadowvm-collector risk prints the current round", async () => {
   const rows = JSON.parse(out.join("\n")) as RiskAssessment[];
   assert.equal(rows.length, 4, "two rounds x two signatures");
   assert.ok(rows.every((r) => r.vm_uuid === "u-web1"));
+
+  // A data dir where no collector has run: said plainly, and nothing is created there.
+  const empty = mkdtempSync(join(tmpdir(), "shadowvm-risk-empty-"));
+  err.length = 0;
+  assert.equal(await main(["risk", "--data-dir", empty], io, env), 1);
+  assert.match(
+    err.join("\n"),
+    /no collector database at .*shadowvm\.duckdb: expected the data_dir of a collector that has run/,
+  );
+  assert.equal(readdirSync(empty), []);
+  rmSync(empty, { recursive: true });
 });
 
 test.run();

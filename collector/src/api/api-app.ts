@@ -15,7 +15,7 @@ import type { ReportService } from "../reports/report-service.js";
 import type { ApiScope, ApiTokenStore } from "./api-token-store.js";
 import * as q from "./fleet-queries.js";
 import type { Queryable } from "./reader-pool.js";
-import type { RiskSource } from "./risk-source.js";
+import type { AssessmentFilter, RiskSource } from "./risk-source.js";
 
 export const API_PREFIX = "/api/v1";
 
@@ -191,6 +191,52 @@ const RiskAssessmentSchema = z
     explanation: z.array(z.string()),
   })
   .openapi("RiskAssessment");
+
+const AssessmentRowSchema = z
+  .object({
+    computed_at_ms: ms("the risk round"),
+    agent_id: z.string(),
+    vm_uuid: z.string(),
+    vm_name: z.string(),
+    fingerprint: z.string(),
+    title: z.string(),
+    class: z.string(),
+    source: z.enum(["own", "fleet"]).openapi({
+      description:
+        "own: this VM's shadows; fleet: shadows of VMs sharing an image, kernel or app-stack label",
+    }),
+    status: z.string(),
+    probability: z
+      .number()
+      .nullable()
+      .openapi({ description: "of reaching the boundary within the horizon; null when no risk is claimed" }),
+    confidence: z.number(),
+    confidence_level: z.string(),
+    time_to_failure_h: z.number().nullable(),
+    horizon_h: z.number(),
+    dimension: z.string(),
+    boundary: z.number(),
+    boundary_uncertainty: z.number(),
+    level: z.number().nullable(),
+    slope_per_h: z.number().nullable(),
+    forecast: z.number().nullable(),
+    forecast_error: z.number().nullable(),
+    samples: z.number(),
+    runs: z.number(),
+    failing_runs: z.number(),
+    contradicting_runs: z.number(),
+    run_ids: z.array(z.string()),
+    fleet_peers: z.array(
+      z.object({ vm_uuid: z.string(), vm_name: z.string(), label: z.string(), value: z.string() }),
+    ),
+    explanation: z.string(),
+    mitigations: z.array(z.object({ action: z.string(), because: z.string() })),
+    detail: json,
+    precursor: json.optional(),
+    observed_in_production: z.boolean().optional(),
+    fails_unstressed: z.boolean().optional(),
+  })
+  .openapi("RiskAssessmentRow");
 
 const CaptureSchema = z
   .object({
@@ -745,7 +791,7 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
       ...timeParams,
       vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
       agent_id: nonEmpty.optional(),
-      outcome: z.enum(["unspecified", "ok", "failed", "inconclusive"]).optional(),
+      outcome: z.enum(q.RUN_OUTCOMES).optional(),
       strategy: nonEmpty.optional(),
       campaign_id: nonEmpty.optional(),
       profile: nonEmpty.optional().openapi({
@@ -868,6 +914,41 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
       const items = await o.risk.alerts({ vm_uuid: vm, state, severity, limit: limit + 1, offset });
       return { items: items.slice(0, limit), more: items.length > limit };
     },
+  });
+
+  // risk assessments, one row per VM and signature (what `shadowvm-collector risk` prints)
+  const assessmentQuery = {
+    vm: nonEmpty.optional().openapi({ description: "VM UUID or name" }),
+    fingerprint: nonEmpty.optional(),
+    class: nonEmpty.optional(),
+  };
+  const assessmentPage = async (
+    f: Omit<AssessmentFilter, "limit" | "offset">,
+    history: boolean,
+    { limit, offset }: Page,
+  ) => {
+    const items = await o.risk.assessments({ ...f, limit: limit + 1, offset }, history);
+    return { items: items.slice(0, limit), more: items.length > limit };
+  };
+  listRoute({
+    path: "/risk",
+    tag: "risk",
+    summary: "The newest risk round: one assessment per VM and signature, most probable first",
+    query: assessmentQuery,
+    description: "assessments",
+    item: AssessmentRowSchema,
+    name: "RiskAssessmentRowList",
+    fetch: (f, p) => assessmentPage(f, false, p),
+  });
+  listRoute({
+    path: "/risk/history",
+    tag: "risk",
+    summary: "Assessments of every round (of one VM with vm), newest round first",
+    query: { ...assessmentQuery, since_ms: timeParams.since_ms },
+    description: "assessments",
+    item: AssessmentRowSchema,
+    name: "RiskAssessmentRowHistory",
+    fetch: ({ since_ms, ...f }, p) => assessmentPage({ ...f, sinceMs: since_ms }, true, p),
   });
 
   // reports

@@ -62,6 +62,9 @@ async function listed<T>(
   return { items: rows.slice(0, p.limit).map(map), more: rows.length > p.limit };
 }
 
+/** The outcomes a shadow run is stored with. */
+export const RUN_OUTCOMES = ["unspecified", "ok", "failed", "inconclusive"] as const;
+
 export async function listHosts(db: Queryable, f: { hostname?: string | undefined }, p: Page) {
   const w = new Where().add((x) => `hostname = ${x}`, f.hostname);
   return listed(

@@ -5,7 +5,15 @@
 // view is the newest round. alerts holds one row per alert. If those tables are missing (a database
 // from before migration 2) every answer is empty rather than an error.
 import type { Alert, RiskAssessment, RiskBoundary, RiskScore, RiskSignature } from "@shadowvm/shared";
+import {
+  type AssessmentFilter,
+  type RiskAssessment as AssessmentRow,
+  currentRisk,
+  riskHistory,
+} from "../risk/risk-engine.js";
 import type { Queryable } from "./reader-pool.js";
+
+export type { AssessmentFilter, AssessmentRow };
 
 export interface AlertFilter {
   vm_uuid?: string | undefined;
@@ -26,6 +34,8 @@ export interface RiskSource {
     vmUuid: string,
     options: { since_ms?: number | undefined; limit: number },
   ): Promise<RiskAssessment[]>;
+  /** The engine's rows, one per VM and signature: of the newest round, or with `history` of every round. */
+  assessments(filter: AssessmentFilter, history: boolean): Promise<AssessmentRow[]>;
   alerts(filter: AlertFilter): Promise<Alert[]>;
 }
 
@@ -124,6 +134,11 @@ export class DuckDbRiskSource implements RiskSource {
       [agentId, vmUuid, options.since_ms ?? 0, options.limit],
     );
     return rows.map(assessment);
+  }
+
+  async assessments(filter: AssessmentFilter, history: boolean): Promise<AssessmentRow[]> {
+    if (!(await this.has(history ? "risk_assessments" : "risk_current"))) return [];
+    return history ? riskHistory(this.db, filter) : currentRisk(this.db, filter);
   }
 
   async alerts(f: AlertFilter): Promise<Alert[]> {

@@ -130,6 +130,11 @@ function queryCommand(view: View) {
       throw new UsageError(
         `--limit must be an integer from 1 to 100000 (actual: ${JSON.stringify(limitText)})`,
       );
+    const outcome = s("outcome");
+    if (outcome !== undefined && !(q.RUN_OUTCOMES as readonly string[]).includes(outcome))
+      throw new UsageError(
+        `--outcome must be one of ${q.RUN_OUTCOMES.join(", ")} (actual: ${JSON.stringify(outcome)})`,
+      );
     const page = { limit, offset: 0 };
     const access = await openAccess(cmd.config, "read");
     let items: Record<string, unknown>[];
@@ -170,10 +175,7 @@ function queryCommand(view: View) {
         }
         if (view === "failures") add("fingerprint", s("fingerprint"));
         if (view === "failures" || view === "signatures") add("class", s("class"));
-        const body = (await access.request("GET", `/api/v1/${path}?${params}`)) as {
-          items: Record<string, unknown>[];
-        };
-        items = body.items;
+        items = await access.requestPage(`/api/v1/${path}?${params}`);
       }
     } finally {
       access.close();

@@ -779,25 +779,73 @@ function productionFields(detail: Record<string, unknown>) {
   };
 }
 
-/** The latest round's assessments, highest probability first (the read interface for the API). */
-export async function currentRisk(db: Queryable): Promise<RiskAssessment[]> {
+/** Filters of the assessment reads; `vm` is a VM's UUID or name. */
+export interface AssessmentFilter {
+  vm?: string | undefined;
+  fingerprint?: string | undefined;
+  class?: string | undefined;
+  /** History only: rounds from this time on (ms since the epoch). */
+  sinceMs?: number | undefined;
+  limit?: number | undefined;
+  offset?: number | undefined;
+}
+
+/** WHERE conditions and values for a filter (`$1`, `$2`, ... in order). */
+function assessmentWhere(
+  f: AssessmentFilter,
+  history: boolean,
+): { where: string; values: (string | number)[] } {
+  const conds: string[] = [];
+  const values: (string | number)[] = [];
+  const add = (cond: (p: string) => string, v: string | number | undefined) => {
+    if (v === undefined) return;
+    values.push(v);
+    conds.push(cond(`$${values.length}`));
+  };
+  add((p) => `(vm_uuid = ${p} OR vm_name = ${p})`, f.vm);
+  add((p) => `fingerprint = ${p}`, f.fingerprint);
+  add((p) => `class = ${p}`, f.class);
+  if (history) add((p) => `computed_at_ms >= ${p}`, f.sinceMs);
+  return { where: conds.length ? `WHERE ${conds.join(" AND ")}` : "", values };
+}
+
+async function readAssessments(
+  db: Queryable,
+  from: string,
+  order: string,
+  f: AssessmentFilter,
+  history: boolean,
+): Promise<RiskAssessment[]> {
+  const { where, values } = assessmentWhere(f, history);
+  values.push(f.limit ?? 1000, f.offset ?? 0);
   const rows = await db.query(
-    `SELECT * FROM risk_current ORDER BY probability DESC NULLS LAST, confidence DESC, vm_name, fingerprint`,
+    `SELECT * FROM ${from} ${where} ORDER BY ${order} LIMIT $${values.length - 1} OFFSET $${values.length}`,
+    values,
   );
   return rows.map(assessmentFromRow);
 }
 
-/** A VM's assessments over time, newest first. */
-export async function riskHistory(
-  db: Queryable,
-  vmUuid: string,
-  options: { sinceMs?: number; limit?: number; fingerprint?: string } = {},
-): Promise<RiskAssessment[]> {
-  const rows = await db.query(
-    `SELECT * FROM risk_assessments WHERE vm_uuid = $1 AND computed_at_ms >= $2
-       AND ($3 = '' OR fingerprint = $3)
-     ORDER BY computed_at_ms DESC, fingerprint LIMIT $4`,
-    [vmUuid, options.sinceMs ?? 0, options.fingerprint ?? "", options.limit ?? 1000],
+/**
+ * The latest round's assessments, one per VM and signature, highest probability first (the read
+ * interface for the CLI and GET /api/v1/risk).
+ */
+export function currentRisk(db: Queryable, f: AssessmentFilter = {}): Promise<RiskAssessment[]> {
+  return readAssessments(
+    db,
+    "risk_current",
+    "probability DESC NULLS LAST, confidence DESC, vm_name, fingerprint",
+    f,
+    false,
   );
-  return rows.map(assessmentFromRow);
+}
+
+/** Assessments over time (of one VM with `vm`), newest round first. */
+export function riskHistory(db: Queryable, f: AssessmentFilter = {}): Promise<RiskAssessment[]> {
+  return readAssessments(
+    db,
+    "risk_assessments",
+    "computed_at_ms DESC, probability DESC NULLS LAST, vm_name, fingerprint",
+    f,
+    true,
+  );
 }

@@ -17,13 +17,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  describeError,
-  formatTable,
-  formatTimeToFailure,
-  type RiskAssessment,
-  ShadowvmError,
-} from "@shadowvm/shared";
+import { describeError, type RiskAssessment, ShadowvmError } from "@shadowvm/shared";
 import { type DemoVm, freePort, startDemoVm } from "../demo-vm.js";
 import { type Alertmanager, type AlertmanagerAlert, startAlertmanager } from "./alertmanager.js";
 import { CollectorApi } from "./collector-api.js";
@@ -263,6 +257,13 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
       }),
     );
     const cfg = ["--config", collectorConfigFile];
+    /** `shadowvm-collector risk`: from the database, or from the running collector's API (--keep). */
+    const showRiskTable = async () => {
+      step("risk table (shadowvm-collector risk)");
+      const table = await runCli(COLLECTOR_BIN, ["risk", ...cfg]);
+      summary.risk_table = (table.stdout || table.stderr).trimEnd();
+      say(summary.risk_table);
+    };
     const enrollToken = await cliOk(
       COLLECTOR_BIN,
       ["token", "create", "--ttl", "6h", "--description", "demo agent", ...cfg],
@@ -445,9 +446,7 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
     say(summary.report_html);
 
     if (o.keep) {
-      step("risk table (GET /api/v1/vms/{uuid}/risk)");
-      summary.risk_table = riskTable(summary.risk);
-      say(summary.risk_table);
+      await showRiskTable();
       keep = true;
       summary.kept = true;
       for (const vm of vms) vm.detach();
@@ -481,10 +480,7 @@ export async function runWholeLoop(o: WholeLoopOptions = {}): Promise<WholeLoopS
       if (r.code !== 0) event(`agent exited with ${r.code ?? r.signal}`);
       await collector.stop(30_000);
       collector = undefined;
-      step("risk table (shadowvm-collector risk)");
-      const table = await runCli(COLLECTOR_BIN, ["risk", ...cfg]);
-      summary.risk_table = (table.stdout || table.stderr).trimEnd();
-      say(summary.risk_table);
+      await showRiskTable();
     }
     summary.ok = summary.problems.length === 0;
     return summary;
@@ -596,31 +592,6 @@ export function formatAlert(a: AlertmanagerAlert): string {
     `  mitigation:      ${(n["mitigation"] ?? "-").split("\n").join("\n                   ")}`,
     `  link:            ${n["link"] ?? "-"}`,
   ].join("\n");
-}
-
-/** The risk table from the API's assessments (used when the collector keeps running). */
-export function riskTable(rows: (RiskAssessment & { vm_name: string })[]): string {
-  const lines = rows.flatMap((a) =>
-    a.signatures.map((sig) => {
-      const b = a.boundary.find((x) => x.fingerprint === sig.fingerprint);
-      return [
-        new Date(a.assessed_at_ms).toISOString(),
-        a.vm_name,
-        sig.title.length > 40 ? `${sig.title.slice(0, 39)}…` : sig.title,
-        sig.class,
-        sig.status,
-        sig.probability === null ? "-" : sig.probability.toFixed(2),
-        `${sig.confidence_level} ${sig.confidence.toFixed(2)}`,
-        formatTimeToFailure(sig.time_to_failure_h),
-        b?.dimension ?? "-",
-      ];
-    }),
-  );
-  if (!lines.length) return "no risk assessments (no shadow run has failed yet)";
-  return formatTable(
-    ["COMPUTED", "VM", "SIGNATURE", "CLASS", "STATUS", "P(FAIL)", "CONFIDENCE", "TTF", "DIMENSION"],
-    lines,
-  );
 }
 
 function writeStopScript(
