@@ -887,6 +887,20 @@ export const schema = {
           "type": "uint32",
           "kind": "scalar",
           "rule": "single"
+        },
+        {
+          "name": "precursor_runs_with",
+          "id": 11,
+          "type": "uint32",
+          "kind": "scalar",
+          "rule": "single"
+        },
+        {
+          "name": "precursor_runs_without",
+          "id": 12,
+          "type": "uint32",
+          "kind": "scalar",
+          "rule": "single"
         }
       ],
       "oneofs": {}

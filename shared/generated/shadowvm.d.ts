@@ -2465,6 +2465,17 @@ export namespace shadowvm {
             suppressed: number;
 
             /**
+             * PRECURSOR: in this agent's shadows of the VMs where `fingerprint` occurred, the runs in which
+             * the pattern preceded that failure, and the runs that showed the pattern and went their full time
+             * without it (how far the line is a warning rather than noise of stress). Both 0 from agents
+             * before these fields: the collector weighs such a precursor as it did then.
+             */
+            precursor_runs_with: number;
+
+            /** ProductionEvent precursor_runs_without. */
+            precursor_runs_without: number;
+
+            /**
              * Creates a new ProductionEvent instance using the specified properties.
              * @param [properties] Properties to set
              * @returns ProductionEvent instance
@@ -2549,6 +2560,17 @@ export namespace shadowvm {
                  * rate limit since the previous event was sent.
                  */
                 suppressed?: (number|null);
+
+                /**
+                 * PRECURSOR: in this agent's shadows of the VMs where `fingerprint` occurred, the runs in which
+                 * the pattern preceded that failure, and the runs that showed the pattern and went their full time
+                 * without it (how far the line is a warning rather than noise of stress). Both 0 from agents
+                 * before these fields: the collector weighs such a precursor as it did then.
+                 */
+                precursor_runs_with?: (number|null);
+
+                /** ProductionEvent precursor_runs_without */
+                precursor_runs_without?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

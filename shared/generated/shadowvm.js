@@ -7476,6 +7476,11 @@ export const shadowvm = $root.shadowvm = (() => {
              * @property {string|null} [pattern] The matched precursor pattern (PRECURSOR); empty for FAILURE.
              * @property {number|null} [suppressed] Further matches of the same (kind, fingerprint, pattern) folded into this event by the agent's
              * rate limit since the previous event was sent.
+             * @property {number|null} [precursor_runs_with] PRECURSOR: in this agent's shadows of the VMs where `fingerprint` occurred, the runs in which
+             * the pattern preceded that failure, and the runs that showed the pattern and went their full time
+             * without it (how far the line is a warning rather than noise of stress). Both 0 from agents
+             * before these fields: the collector weighs such a precursor as it did then.
+             * @property {number|null} [precursor_runs_without] ProductionEvent precursor_runs_without
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7589,6 +7594,25 @@ export const shadowvm = $root.shadowvm = (() => {
             ProductionEvent.prototype.suppressed = 0;
 
             /**
+             * PRECURSOR: in this agent's shadows of the VMs where `fingerprint` occurred, the runs in which
+             * the pattern preceded that failure, and the runs that showed the pattern and went their full time
+             * without it (how far the line is a warning rather than noise of stress). Both 0 from agents
+             * before these fields: the collector weighs such a precursor as it did then.
+             * @member {number} precursor_runs_with
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.precursor_runs_with = 0;
+
+            /**
+             * ProductionEvent precursor_runs_without.
+             * @member {number} precursor_runs_without
+             * @memberof shadowvm.v1.ProductionEvent
+             * @instance
+             */
+            ProductionEvent.prototype.precursor_runs_without = 0;
+
+            /**
              * Creates a new ProductionEvent instance using the specified properties.
              * @function create
              * @memberof shadowvm.v1.ProductionEvent
@@ -7640,6 +7664,10 @@ export const shadowvm = $root.shadowvm = (() => {
                     writer.uint32(/* id 9, wireType 2 =*/74).string(message.pattern);
                 if (message.suppressed != null && $Object.hasOwnProperty.call(message, "suppressed") && message.suppressed !== 0)
                     writer.uint32(/* id 10, wireType 0 =*/80).uint32(message.suppressed);
+                if (message.precursor_runs_with != null && $Object.hasOwnProperty.call(message, "precursor_runs_with") && message.precursor_runs_with !== 0)
+                    writer.uint32(/* id 11, wireType 0 =*/88).uint32(message.precursor_runs_with);
+                if (message.precursor_runs_without != null && $Object.hasOwnProperty.call(message, "precursor_runs_without") && message.precursor_runs_without !== 0)
+                    writer.uint32(/* id 12, wireType 0 =*/96).uint32(message.precursor_runs_without);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7774,6 +7802,24 @@ export const shadowvm = $root.shadowvm = (() => {
                                 delete message.suppressed;
                             continue;
                         }
+                    case 11: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.precursor_runs_with = value;
+                            else
+                                delete message.precursor_runs_with;
+                            continue;
+                        }
+                    case 12: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.precursor_runs_without = value;
+                            else
+                                delete message.precursor_runs_without;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7861,6 +7907,12 @@ export const shadowvm = $root.shadowvm = (() => {
                 if (object.suppressed != null)
                     if ($Number(object.suppressed) !== 0)
                         message.suppressed = object.suppressed >>> 0;
+                if (object.precursor_runs_with != null)
+                    if ($Number(object.precursor_runs_with) !== 0)
+                        message.precursor_runs_with = object.precursor_runs_with >>> 0;
+                if (object.precursor_runs_without != null)
+                    if ($Number(object.precursor_runs_without) !== 0)
+                        message.precursor_runs_without = object.precursor_runs_without >>> 0;
                 return message;
             };
 
@@ -7896,6 +7948,8 @@ export const shadowvm = $root.shadowvm = (() => {
                     object.line = "";
                     object.pattern = "";
                     object.suppressed = 0;
+                    object.precursor_runs_with = 0;
+                    object.precursor_runs_without = 0;
                 }
                 if (message.vm_uuid != null && $Object.hasOwnProperty.call(message, "vm_uuid"))
                     object.vm_uuid = message.vm_uuid;
@@ -7922,6 +7976,10 @@ export const shadowvm = $root.shadowvm = (() => {
                     object.pattern = message.pattern;
                 if (message.suppressed != null && $Object.hasOwnProperty.call(message, "suppressed"))
                     object.suppressed = message.suppressed;
+                if (message.precursor_runs_with != null && $Object.hasOwnProperty.call(message, "precursor_runs_with"))
+                    object.precursor_runs_with = message.precursor_runs_with;
+                if (message.precursor_runs_without != null && $Object.hasOwnProperty.call(message, "precursor_runs_without"))
+                    object.precursor_runs_without = message.precursor_runs_without;
                 return object;
             };
 

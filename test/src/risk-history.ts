@@ -144,6 +144,8 @@ export class History {
     line: string,
     agoMs: number,
     pattern = "",
+    /** Shadow runs the pattern preceded the failure in, and runs that showed it without. */
+    runs?: { with: number; without: number },
   ): this {
     this.add({
       production_event: {
@@ -156,6 +158,7 @@ export class History {
         class: sig.class,
         line,
         pattern,
+        ...(runs ? { precursor_runs_with: runs.with, precursor_runs_without: runs.without } : {}),
       },
     });
     return this;

@@ -1,7 +1,9 @@
 // Precursor matching and production failures in the risk engine, on constructed histories committed
 // through the real store: the same VM and evidence with and without a precursor seen on its
 // production console, an old precursor (outside risk.precursor_window_h), a precursor of another
-// signature, a VM without telemetry, and a production FAILURE event (observed in production).
+// signature, a VM without telemetry, a production FAILURE event (observed in production), and
+// precursors weighed by how far they warned in the shadows (precision: runs with the failure among
+// the runs that showed the line).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -41,7 +43,7 @@ test("precursors raise P and confidence within the window; a production failure 
   // Five VMs with the same shadow evidence (OOM from memory_load 0.85) and a flat production
   // memory of 0.6: a small P on its own.
   const loads = [0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95];
-  for (const vm of ["plain", "warned", "old-warning", "other-sig", "notel", "failed"]) {
+  for (const vm of ["plain", "warned", "old-warning", "other-sig", "notel", "failed", "precise", "noisy"]) {
     h.vm(`u-${vm}`, vm);
     loads.forEach((m, i) => {
       h.run(`u-${vm}`, vm, `${vm}-${i}`, { memory_load: m }, m >= 0.85 ? OOM : undefined);
@@ -62,6 +64,9 @@ test("precursors raise P and confidence within the window; a production failure 
     "x",
   );
   h.production("u-notel", "notel", "precursor", OOM, LINE, 1 * H, PATTERN);
+  // 3 of the 4 shadow runs that showed the line failed with OOM; 1 of 5 for the noisy one.
+  h.production("u-precise", "precise", "precursor", OOM, LINE, 1 * H, PATTERN, { with: 3, without: 1 });
+  h.production("u-noisy", "noisy", "precursor", OOM, LINE, 1 * H, PATTERN, { with: 1, without: 4 });
   h.production(
     "u-failed",
     "failed",
@@ -114,6 +119,26 @@ test("precursors raise P and confidence within the window; a production failure 
   const otherHang = find(all, "other-sig", HANG.fingerprint)!;
   assert.ok(otherHang.precursor, "the HANG precursor applies to the HANG assessment");
 
+  // Weighed by its precision in the shadows: both weights times 3/4.
+  const precise = find(all, "precise")!;
+  const scaled = withPrecursor(plain.probability!, plain.confidence, 0.3 * 0.75, 0.2 * 0.75);
+  assert.ok(Math.abs(precise.probability! - scaled.probability) < 1e-9, `${precise.probability}`);
+  assert.ok(Math.abs(precise.confidence - scaled.confidence) < 1e-9);
+  assert.ok(precise.probability! < warned.probability!, "less than a precursor of unknown precision");
+  assert.is(precise.precursor?.precision, 0.75);
+  assert.match(precise.explanation, /in 3 of the 4 shadow runs that showed it \(precision 0\.75\): P raised/);
+  // Under risk.precursor_min_precision (0.25): not counted, no flag, and the explanation says why.
+  const noisy = find(all, "noisy")!;
+  // (each VM's telemetry is written at its own instant: equal to plain's up to rounding)
+  assert.ok(Math.abs(noisy.probability! - plain.probability!) < 1e-6, `${noisy.probability}`);
+  assert.ok(Math.abs(noisy.confidence - plain.confidence) < 1e-6);
+  assert.is(noisy.precursor, null);
+  assert.equal((noisy.detail["precursor"] as { counted: boolean; precision: number }).counted, false);
+  assert.match(
+    noisy.explanation,
+    /in 1 of the 5 shadow runs that showed it \(precision 0\.20\): not counted/,
+  );
+
   // No telemetry: still no probability claimed, and said so.
   const notel = find(all, "notel")!;
   assert.is(notel.status, "no_telemetry");
@@ -137,6 +162,8 @@ test("precursors raise P and confidence within the window; a production failure 
   assert.ok(back("failed").observed_in_production);
   assert.is(back("warned").precursor?.pattern, PATTERN);
   assert.is(back("plain").precursor, null);
+  assert.is(back("precise").precursor?.runs_without, 1);
+  assert.is(back("noisy").precursor, null, "an uncounted precursor raises no flag when read back");
   assert.is(back("plain").observed_in_production, false);
   conn.closeSync();
   store.close();

@@ -136,6 +136,25 @@ test("a finished run is reported with its outcome, failures and the signature up
   await db.close();
 });
 
+test("a stressed run that passed counts the precursors its console showed as runs without their failure", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "svm-campaign-"));
+  dirs.push(dir);
+  const db = await SignatureDb.open(join(dir, "sig"));
+  const reporter = new RunReporter(ctx, new MemorySink(), db);
+  const warning = "svm-leak[NUM]: allocation of NUM failed, retrying";
+  await reporter.finished(run("b1-1", "failed", [{ ...OOM, precursors: [warning] }]), 5000);
+  const shown = [warning, "some other line"];
+  await reporter.finished({ ...run("b1-2", "ok"), consolePatterns: shown }, 6000);
+  await reporter.finished({ ...run("b1-3", "inconclusive"), consolePatterns: shown }, 7000);
+  await reporter.finished({ ...run("b1-c", "ok"), control: true, consolePatterns: shown }, 8000);
+  assert.equal(
+    (await db.precursorsFor(["u-1"])).map((m) => [m.pattern, m.count, m.without]),
+    [[warning, 1, 1]],
+    "only the passed stressed run counts (not the inconclusive one, not the control)",
+  );
+  await db.close();
+});
+
 test("after a fresh capture is shipped, the runs name it", async () => {
   const sink = new MemorySink();
   const reporter = new RunReporter(ctx, sink, undefined);

@@ -126,6 +126,14 @@ export class RunReporter {
       });
       await this.forwardSignatureUpdates();
     }
+    // A stressed run that went its full time without failing: the precursors its console showed
+    // did not warn of anything this time.
+    if (this.signatures && run.outcome === "ok" && !run.control && run.consolePatterns?.length) {
+      await this.signatures.recordCleanRun({
+        vm: this.ctx.vmUuid || this.ctx.vmName,
+        consolePatterns: run.consolePatterns,
+      });
+    }
   }
 
   /** Moves the signature database's queued updates into the spool (durable there, then acked). */

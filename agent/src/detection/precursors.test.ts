@@ -13,6 +13,7 @@ import {
   consolePatterns,
   extractPrecursors,
   precursorSpecificity,
+  runPatterns,
   startupPatterns,
 } from "./precursors.js";
 import { ShadowObserver } from "./shadow-observer.js";
@@ -184,6 +185,14 @@ test("noise: lines also in the control's console or in the shadow's first second
   assert.ok(startup.has("random: crng init done"));
   const p = parseConsole(text).find((f) => f.class === "panic")!;
   assert.equal(extractPrecursors(sv, target(p), startup), ["svm-writer[NUM]: write stalled for NUM ms"]);
+
+  // What the run showed after start-up (for counting precursors seen without their failure): not
+  // the start-up lines, nor their patterns when they recur later.
+  assert.equal(
+    [...runPatterns(sv, 2000)],
+    ["svm-writer[NUM]: write stalled for NUM ms", "Kernel panic - not syncing: Fatal exception"],
+  );
+  assert.is(runPatterns(sv, 2000, 1).size, 1, "bounded");
 });
 
 test("failures without a console line: the lines that arrived before their time", () => {
@@ -227,7 +236,21 @@ test("ShadowObserver.finish(): precursors on the failures, control noise from it
       startedAtMs: Date.now() - 60_000,
       precursors: false,
     }).start();
-    assert.is((await off.finish()).failures[0]!.precursors, undefined);
+    const offResult = await off.finish();
+    assert.is(offResult.failures[0]!.precursors, undefined);
+    assert.is(offResult.consolePatterns, undefined);
+    // Every run, failing or not, says which patterns its console showed after start-up.
+    assert.ok(result.consolePatterns?.some((p) => p.startsWith("blk_update_request: I/O error")));
+    const quietLog = join(dir, "quiet.log");
+    writeFileSync(quietLog, "[ 30.0] svm-writer[12]: write stalled for 5000 ms\n[ 31.0] all good\n");
+    const quiet = await new ShadowObserver({
+      consoleLog: quietLog,
+      startedAtMs: Date.now() - 60_000,
+    })
+      .start()
+      .finish();
+    assert.is(quiet.failures.length, 0);
+    assert.equal(quiet.consolePatterns, ["svm-writer[NUM]: write stalled for NUM ms", "all good"]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -77,6 +77,23 @@ export function startupPatterns(view: ConsoleView, startupNoiseMs: number): Set<
   return out;
 }
 
+/**
+ * The patterns of the lines that arrived after the start-up window and are not start-up patterns:
+ * every pattern this run could have had as a precursor. A run that went its full time without a
+ * failure counts, for each of that failure's precursors among these, as a run the line did not
+ * warn of it (SignatureDb.recordCleanRun).
+ */
+export function runPatterns(view: ConsoleView, startupNoiseMs: number, limit = 100_000): Set<string> {
+  const startup = startupPatterns(view, startupNoiseMs);
+  const out = new Set<string>();
+  for (let n = 1; n <= view.lines.length && out.size < limit; n++) {
+    if (view.lineOffsetMs(n) < startupNoiseMs) continue;
+    const p = consoleLinePattern(view.lines[n - 1]!);
+    if (p && !startup.has(p.pattern)) out.add(p.pattern);
+  }
+  return out;
+}
+
 /** Specificity of a pattern (see the header). */
 export function precursorSpecificity(pattern: string, kind: "text" | "frame"): number {
   const words = new Set(patternWords(pattern).map((w) => w.toLowerCase()));

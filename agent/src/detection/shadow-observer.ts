@@ -32,6 +32,7 @@ import {
   DEFAULT_PRECURSOR_OPTIONS,
   extractPrecursors,
   type PrecursorOptions,
+  runPatterns,
   startupPatterns,
 } from "./precursors.js";
 import { eventEvidence, qemuEventFailure } from "./qemu-events.js";
@@ -651,7 +652,7 @@ export class ShadowObserver extends EventEmitter<{ failure: [DetectedFailure]; n
     }
 
     const failures = rankDetected([...consoleFailures, ...this.other.values()]);
-    await this.addPrecursors(failures, options);
+    const consolePatterns = await this.addPrecursors(failures, options);
     const decision = decideOutcome({
       failures,
       ...(this.interruption ? { interruption: this.interruption } : {}),
@@ -667,23 +668,30 @@ export class ShadowObserver extends EventEmitter<{ failure: [DetectedFailure]; n
       probes: probeStats(this.samples, this.probesSent),
       console: { bytes: this.live.bytes, lines: this.live.lines, droppedFailures: dropped },
       ...(threshold !== undefined ? { latencyThresholdMs: threshold } : {}),
+      ...(consolePatterns ? { consolePatterns } : {}),
     };
   }
 
   /**
    * Sets `precursors` on every failure (precursors.ts): the console lines before it, minus the
-   * control's console and this shadow's start-up lines.
+   * control's console and this shadow's start-up lines. Returns the console's patterns after the
+   * start-up window (runPatterns), or undefined when precursors are off or the console is unread.
    */
-  private async addPrecursors(failures: DetectedFailure[], options: FinishOptions): Promise<void> {
-    if (this.o.precursors === false || failures.length === 0) return;
+  private async addPrecursors(
+    failures: DetectedFailure[],
+    options: FinishOptions,
+  ): Promise<string[] | undefined> {
+    if (this.o.precursors === false) return undefined;
     const popts = { ...DEFAULT_PRECURSOR_OPTIONS, ...(this.o.precursors ?? {}) };
     const lines = await readConsoleLines(this.o.consoleLog);
     if (!lines) {
       if (this.live.bytes > MAX_PRECURSOR_CONSOLE_BYTES)
         this.note(`console larger than ${MAX_PRECURSOR_CONSOLE_BYTES} bytes: no precursors extracted`);
-      return;
+      return undefined;
     }
     const view: ConsoleView = { lines, lineOffsetMs: (n) => this.live.lineOffset(n) };
+    const shown = [...runPatterns(view, popts.startupNoiseMs)];
+    if (failures.length === 0) return shown;
     const noise = startupPatterns(view, popts.startupNoiseMs);
     if (options.noiseConsoleLog) {
       const control = await readConsoleLines(options.noiseConsoleLog);
@@ -702,6 +710,7 @@ export class ShadowObserver extends EventEmitter<{ failure: [DetectedFailure]; n
         popts,
       );
     }
+    return shown;
   }
 }
 

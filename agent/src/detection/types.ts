@@ -106,4 +106,10 @@ export interface ObservationResult {
   console: { bytes: number; lines: number; droppedFailures: number };
   /** The latency threshold used, if any. */
   latencyThresholdMs?: number;
+  /**
+   * The console's patterns after the start-up window (precursors.ts runPatterns), for counting
+   * the precursors a run showed without their failure; absent when precursors are off or the
+   * console could not be read again.
+   */
+  consolePatterns?: string[];
 }

@@ -188,6 +188,8 @@ export interface ShadowRunResult {
   ranMs?: number;
   /** The last lines of the shadow's serial console (the evidence, kept after teardown). */
   consoleTail?: string[];
+  /** The console's patterns after start-up (ObservationResult.consolePatterns); not reported. */
+  consolePatterns?: string[];
 }
 
 export interface CampaignResult {
@@ -664,6 +666,7 @@ export class ShadowLab extends EventEmitter<{ event: [LabEvent] }> {
       result.failures = observation.failures;
       result.notes.push(...observation.notes);
       result.probes = observation.probes;
+      if (observation.consolePatterns) result.consolePatterns = observation.consolePatterns;
       // Stopped before its time for a reason that is not the guest's (the host guard, an abort,
       // stress that could not be applied): what it showed until then stands, its silence does not.
       const early = stopReason !== "duration reached" && !stopReason.startsWith("failure seen");

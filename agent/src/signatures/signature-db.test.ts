@@ -190,11 +190,40 @@ test("precursors per fingerprint: counted per run, bounded, listed for the VM's 
   );
   assert.equal(await db.precursorsFor(["vm-c", ""]), []);
   assert.is((await db.precursorsFor(["vm-b", "vm-a"])).length, 5);
+  // A clean run of vm-a that showed `hung` (and a line no signature has): `hung` warned of the
+  // OOM in 2 of 3 runs now; vm-b's signature is not vm-a's, so its counts stay.
+  let fired = 0;
+  db.on("precursors", () => fired++);
+  await db.ackUpdates(Number.MAX_SAFE_INTEGER);
+  assert.is(await db.recordCleanRun({ vm: "vm-a", consolePatterns: [hung, "a b c", "unrelated"] }), 1);
+  assert.is(fired, 1);
+  assert.equal(
+    (await db.precursorsFor(["vm-a"])).map((m) => [m.pattern, m.count, m.without]),
+    [
+      [hung, 2, 1],
+      [io, 1, 0],
+    ],
+  );
+  assert.is(
+    (await db.get(nmi.fingerprint))!.precursors!.find((p) => p.pattern === "a b c")?.without,
+    undefined,
+  );
+  assert.is(await db.recordCleanRun({ vm: "vm-c", consolePatterns: [hung] }), 0, "not this signature's VM");
+  assert.is(fired, 1, "nothing changed, no event");
+  assert.equal(await db.pendingUpdates(), [], "the collector's signature record does not change");
+  // Seen before a failure again: the count rises, the runs without stay.
+  await db.recordRun({ vm: "vm-a", failures: [{ ...oom, precursors: [hung] }], finishedAtMs: 40 });
+  assert.equal((await db.get(oom.fingerprint))!.precursors![0], {
+    pattern: hung,
+    count: 3,
+    last_seen_ms: 40,
+    without: 1,
+  });
   // one process, one database: a second open() joins the first; the last close() closes it
   const again = await SignatureDb.open(dir);
   assert.is(again, db);
   await again.close();
-  assert.is((await db.get(oom.fingerprint))!.count, 3, "still open for the first opener");
+  assert.is((await db.get(oom.fingerprint))!.count, 4, "still open for the first opener");
   await db.close();
   const reopened = await SignatureDb.open(dir);
   assert.is(reopened === db, false);

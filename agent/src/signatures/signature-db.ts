@@ -8,8 +8,11 @@
 // count what fell off), profiles are deduplicated by their canonical JSON (stressProfileToJson).
 // Precursors: the console patterns that preceded the failure in its shadows (Failure.precursors),
 // each with how many runs showed it and when last; bounded (`maxPrecursors`, the least seen and
-// oldest fall off). `precursorsFor(vm)` lists them for the signatures a VM's shadows produced: what
-// the production console watch (agent/src/telemetry/console-watch.ts) looks for.
+// oldest fall off). `recordCleanRun` counts, per precursor, the runs of the signature's VMs that
+// showed the line and went their full time without the failure (`without`): a line that stress
+// prints whether or not the guest breaks is noise, not a warning. `precursorsFor(vm)` lists them
+// for the signatures a VM's shadows produced: what the production console watch
+// (agent/src/telemetry/console-watch.ts) looks for.
 // The first title/class/frame stay; a fingerprint is a hash of class + normalised title, so later
 // titles differ at most in masked numbers.
 //
@@ -69,6 +72,8 @@ export interface PrecursorStat {
   /** Shadow runs whose failure it preceded. */
   count: number;
   last_seen_ms: number;
+  /** Shadow runs of the signature's VMs that showed it and went their full time without the failure. */
+  without?: number;
 }
 
 /** A precursor to look for on a VM's console, with the signature it warns of. */
@@ -79,6 +84,8 @@ export interface PrecursorMatch {
   class: string;
   /** Shadow runs in which it preceded that failure. */
   count: number;
+  /** Shadow runs that showed it and went their full time without that failure. */
+  without: number;
 }
 
 /** One failure to add to the database. */
@@ -146,7 +153,7 @@ function publicRecord(s: Stored): SignatureRecord {
   return rest;
 }
 
-export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
+export class SignatureDb extends EventEmitter<{ update: [SignatureRecord]; precursors: [] }> {
   readonly location: string;
   private readonly db: Level<string, string>;
   private readonly maxVms: number;
@@ -275,6 +282,38 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
     );
   }
 
+  /**
+   * A shadow run of `vm` that went its full time without failing: each precursor of a signature
+   * of that VM that the run's console showed (`consolePatterns`, after start-up) counts one run
+   * `without` its failure. No SignatureUpdate is queued (precursors do not go to the collector
+   * with the signature); the `precursors` event fires when a count changed. Returns how many.
+   */
+  recordCleanRun(run: { vm: string; consolePatterns: Iterable<string> }): Promise<number> {
+    const shown = new Set(run.consolePatterns);
+    return this.serialized(async () => {
+      if (shown.size === 0) return 0;
+      const put: BatchOp[] = [];
+      let counted = 0;
+      for await (const value of this.db.values({ gte: "s:", lt: "s;" })) {
+        const s = JSON.parse(value) as Stored;
+        if (!s.precursors?.length || !s.vms.includes(run.vm)) continue;
+        let changed = false;
+        s.precursors = s.precursors.map((p) => {
+          if (!shown.has(p.pattern)) return p;
+          changed = true;
+          counted++;
+          return { ...p, without: (p.without ?? 0) + 1 };
+        });
+        if (changed) put.push({ type: "put", key: `s:${s.fingerprint}`, value: JSON.stringify(s) });
+      }
+      if (put.length > 0) {
+        await this.db.batch(put, { sync: true });
+        this.emit("precursors");
+      }
+      return counted;
+    });
+  }
+
   async get(fingerprint: string): Promise<SignatureRecord | undefined> {
     const s = await this.load(fingerprint);
     return s ? publicRecord(s) : undefined;
@@ -335,6 +374,7 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
           title: r.title,
           class: r.class,
           count: p.count,
+          without: p.without ?? 0,
         });
     }
     return out.sort((a, b) => b.count - a.count || (a.fingerprint < b.fingerprint ? -1 : 1));
@@ -402,7 +442,7 @@ export class SignatureDb extends EventEmitter<{ update: [SignatureRecord] }> {
       const list = [...(current.precursors ?? [])];
       for (const pattern of new Set(obs.precursors)) {
         const at = list.findIndex((p) => p.pattern === pattern);
-        if (at >= 0) list[at] = { pattern, count: list[at]!.count + 1, last_seen_ms: obs.seenAtMs };
+        if (at >= 0) list[at] = { ...list[at]!, count: list[at]!.count + 1, last_seen_ms: obs.seenAtMs };
         else list.push({ pattern, count: 1, last_seen_ms: obs.seenAtMs });
       }
       list.sort((a, b) => b.count - a.count || b.last_seen_ms - a.last_seen_ms);

@@ -185,6 +185,19 @@ test("a precursor of this VM's signature and a real failure on its console becom
   assert.is(precursors().length, 2);
   assert.is(precursors()[1]!.suppressed, 1);
   assert.ok(f.watch.stats.suppressed >= 1);
+  assert.equal(
+    [precursors()[1]!.precursor_runs_with, precursors()[1]!.precursor_runs_without],
+    [1, 0],
+    "how far the line warned in the shadows: 1 run with the failure, none without",
+  );
+  // A passed shadow run that printed the line: the watch reloads the counts and sends them on.
+  await f.db.recordCleanRun({ vm: "uuid-web-1", consolePatterns: [HUNG] });
+  f.clock.now += 700_000;
+  await f.watch.tick();
+  appendFileSync(log, "[ 5000.0] INFO: task svm-writer:991 blocked for more than 484 seconds.\n");
+  await f.watch.tick();
+  assert.is(precursors().length, 3);
+  assert.equal([precursors()[2]!.precursor_runs_with, precursors()[2]!.precursor_runs_without], [1, 1]);
   await f.watch.stop();
   await f.db.close();
 });

@@ -237,6 +237,7 @@ export class ConsoleWatch {
     }
     this.watches.clear();
     this.db?.off("update", this.onUpdate);
+    this.db?.off("precursors", this.onUpdate);
   }
 
   private readonly onUpdate = () => {
@@ -331,6 +332,7 @@ export class ConsoleWatch {
       if (db) {
         this.db = db;
         db.on("update", this.onUpdate);
+        db.on("precursors", this.onUpdate);
       }
       return db;
     } catch (err) {
@@ -396,6 +398,8 @@ export class ConsoleWatch {
             class: m.class,
             line: clip(line),
             pattern: p.pattern.slice(0, MAX_PATTERN_CHARS),
+            precursor_runs_with: m.count,
+            precursor_runs_without: m.without,
           });
         }
       }
@@ -434,7 +438,8 @@ export class ConsoleWatch {
         shadowvm.v1.IProductionEvent,
         "kind" | "ts_ms" | "fingerprint" | "title" | "class" | "line" | "pattern"
       >
-    >,
+    > &
+      Pick<shadowvm.v1.IProductionEvent, "precursor_runs_with" | "precursor_runs_without">,
   ): void {
     const key = `${w.vm.uuid}\u0000${e.kind}\u0000${e.fingerprint}\u0000${e.pattern}`;
     const now = this.now();

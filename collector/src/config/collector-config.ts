@@ -143,6 +143,12 @@ const riskSchema = z
     precursor_window_h: z.number().positive().default(24),
     precursor_weight: z.number().min(0).max(1).default(0.3),
     precursor_confidence_weight: z.number().min(0).max(1).default(0.2),
+    /**
+     * Both weights are scaled by the precursor's precision in the shadows: of the runs that showed
+     * the line, the share that went on to the failure (the agent counts runs that showed it and
+     * went their full time without). Below this precision the precursor is not counted.
+     */
+    precursor_min_precision: z.number().min(0).max(1).default(0.25),
     /** A failure of the signature on the production console within this window: "observed in production". */
     production_failure_window_h: z.number().positive().default(168),
     /**

@@ -20,6 +20,7 @@ import {
   FORECAST_DIMENSIONS,
   type ForecastDimension,
   OPERATING_POINT_KEY,
+  precursorPrecision,
   type RunPoint,
   reachText,
   type Trend,
@@ -126,6 +127,15 @@ export interface ProductionSighting {
   pattern: string;
   /** Events in the window, plus the occurrences the agent folded into them. */
   count: number;
+  /**
+   * For precursors, as the newest event says: shadow runs the line preceded the failure in, and
+   * runs that showed it and went their full time without (0 and 0 from older agents).
+   */
+  runs_with?: number;
+  runs_without?: number;
+  /** For precursors: its precision (precursorPrecision; null: not known) and whether it counted. */
+  precision?: number | null;
+  counted?: boolean;
   /** For precursors: probability and confidence before they were raised (null: none claimed). */
   probability_before?: number | null;
   confidence_before?: number;
@@ -237,7 +247,8 @@ export class RiskEngine {
       this.db.query(TREND_SQL, [now, now - cfg.telemetry_window_h * 3_600_000]),
       this.db.query(
         `SELECT vm_uuid, fingerprint, kind, max(ts_ms) AS last_ms, arg_max(line, ts_ms) AS line,
-            arg_max(pattern, ts_ms) AS pattern, count(*) + sum(suppressed) AS n
+            arg_max(pattern, ts_ms) AS pattern, count(*) + sum(suppressed) AS n,
+            arg_max(runs_with, ts_ms) AS runs_with, arg_max(runs_without, ts_ms) AS runs_without
           FROM production_events
           WHERE ts_ms <= $1 AND ts_ms > CASE kind WHEN 'precursor' THEN $2 ELSE $3 END
           GROUP BY vm_uuid, fingerprint, kind`,
@@ -256,6 +267,9 @@ export class RiskEngine {
         line: String(e["line"] ?? ""),
         pattern: String(e["pattern"] ?? ""),
         count: num(e["n"]),
+        ...(e["kind"] === "precursor"
+          ? { runs_with: num(e["runs_with"] ?? 0), runs_without: num(e["runs_without"] ?? 0) }
+          : {}),
       });
     }
     const vms = new Map<string, VmInfo>();
@@ -458,27 +472,38 @@ export class RiskEngine {
       `${new Date(ms).toISOString().replace(/\.\d+Z$/, "Z")} (${formatHours((a.computed_at_ms - ms) / 3_600_000)} ago)`;
     const quote = (s: string) => JSON.stringify(s.length > 160 ? `${s.slice(0, 157)}...` : s);
     if (pre) {
+      const precision = precursorPrecision(pre.runs_with ?? 0, pre.runs_without ?? 0);
+      const counted = precision === null || precision >= cfg.precursor_min_precision;
       const sighting: ProductionSighting = {
         ...pre,
+        precision,
+        counted,
         probability_before: a.probability,
         confidence_before: a.confidence,
       };
+      const record =
+        precision === null
+          ? `a line that preceded "${a.title}" in shadows`
+          : `a line that preceded "${a.title}" in ${pre.runs_with} of the ${pre.runs_with! + pre.runs_without!} shadow runs that showed it (precision ${precision.toFixed(2)})`;
       let effect: string;
-      if (a.probability !== null) {
+      if (!counted)
+        effect = `not counted: stressed shadows print it whether or not they fail (precision under risk.precursor_min_precision ${cfg.precursor_min_precision})`;
+      else if (a.probability !== null) {
         const raised = withPrecursor(
           a.probability,
           a.confidence,
-          cfg.precursor_weight,
-          cfg.precursor_confidence_weight,
+          cfg.precursor_weight * (precision ?? 1),
+          cfg.precursor_confidence_weight * (precision ?? 1),
         );
         out.probability = raised.probability;
         out.confidence = raised.confidence;
         out.confidence_level = raised.level;
         effect = `P raised from ${a.probability.toFixed(2)} to ${raised.probability.toFixed(2)}, confidence from ${a.confidence.toFixed(2)} to ${raised.confidence.toFixed(2)} (${raised.level})`;
       } else effect = "no probability is claimed without a forecast, so none is raised";
-      out.precursor = sighting;
+      // An uncounted precursor stays in the detail and the explanation, but raises no flag.
+      if (counted) out.precursor = sighting;
       out.detail["precursor"] = sighting;
-      out.explanation += ` Precursor seen on ${a.vm_name}'s production console at ${when(pre.seen_at_ms)}: ${quote(pre.line)} (pattern ${quote(pre.pattern)}, ${pre.count} time(s) in the last ${cfg.precursor_window_h} h), a line that preceded "${a.title}" in shadows: ${effect}.`;
+      out.explanation += ` Precursor seen on ${a.vm_name}'s production console at ${when(pre.seen_at_ms)}: ${quote(pre.line)} (pattern ${quote(pre.pattern)}, ${pre.count} time(s) in the last ${cfg.precursor_window_h} h), ${record}: ${effect}.`;
     }
     if (failed) {
       out.observed_in_production = true;
@@ -769,11 +794,16 @@ export function assessmentFromRow(r: Record<string, unknown>): RiskAssessment {
   };
 }
 
+/** A stored precursor sighting, unless it was not counted (rows from before `counted` counted). */
+function countedPrecursor(s: ProductionSighting | undefined): ProductionSighting | null {
+  return s && s.counted !== false ? s : null;
+}
+
 /** The detail JSON and the fields read from it (production sightings, failing unstressed). */
 function productionFields(detail: Record<string, unknown>) {
   return {
     detail,
-    precursor: (detail["precursor"] as ProductionSighting | undefined) ?? null,
+    precursor: countedPrecursor(detail["precursor"] as ProductionSighting | undefined),
     observed_in_production: detail["production_failure"] !== undefined,
     fails_unstressed: detail["unstressed"] !== undefined,
   };

@@ -2,7 +2,14 @@
 // telemetry it rests on. The rest of the model is tested across packages (test/src/risk-model.test.ts).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { extrapolationFactor, fitTrend, notHeadingText, reachText, timeToBoundary } from "./risk-model.js";
+import {
+  extrapolationFactor,
+  fitTrend,
+  notHeadingText,
+  precursorPrecision,
+  reachText,
+  timeToBoundary,
+} from "./risk-model.js";
 
 /** Points every 2 s over `minutes`, ending now (t in hours, <= 0): level at t = 0 plus slope * t. */
 function series(minutes: number, level: number, slopePerH: number, wobble = 0) {
@@ -91,6 +98,15 @@ test("the telemetry backs a failure minutes away fully, and 'none within the hor
   assert.is(extrapolationFactor(past, 24, 4), 1, "already past the boundary: nothing to extrapolate");
   const sixHours = extrapolationFactor(timeToBoundary(series(360, 0.4, 0), 0.6, 24, 4), 24, 4);
   assert.ok(sixHours > 0.999, `6 h of telemetry back 24 h: ${sixHours}`);
+});
+
+test("a precursor's precision: the share of the shadow runs showing its line that went on to fail", () => {
+  assert.is(precursorPrecision(3, 1), 0.75);
+  assert.is(precursorPrecision(2, 0), 1);
+  assert.is(precursorPrecision(1, 4), 0.2);
+  // An older agent sends neither count: not known, weighed as before.
+  assert.is(precursorPrecision(0, 0), null);
+  assert.is(precursorPrecision(0, 7), null);
 });
 
 test.run();

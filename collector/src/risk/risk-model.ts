@@ -352,6 +352,16 @@ export function confidenceLevel(value: number): Confidence["level"] {
  * the forecast say as independent evidence (a noisy-OR): P' = 1 - (1 - P)(1 - w), and the same for
  * the confidence with its own weight. w = 0 leaves both as they are, w = 1 makes them certain.
  */
+/**
+ * How far a precursor warned in the shadows: of the runs that showed its line, the share that went
+ * on to the failure (runs that failed otherwise are not counted either way). Null when the agent
+ * did not say (agents before ProductionEvent.precursor_runs_with): weighed as before, in full.
+ */
+export function precursorPrecision(runsWith: number, runsWithout: number): number | null {
+  if (!(runsWith > 0)) return null;
+  return runsWith / (runsWith + Math.max(0, runsWithout));
+}
+
 export function withPrecursor(
   probability: number,
   confidence: number,

@@ -155,6 +155,8 @@ test("production events and failure precursors: stored once, however often they 
     line: "[ 200.0] INFO: task svm-writer:123 blocked for more than 120 seconds.",
     pattern: "INFO: task svm-writer:NUM blocked for more than NUM seconds.",
     suppressed: 2,
+    precursor_runs_with: 3,
+    precursor_runs_without: 1,
   };
   // the same frame twice in one batch, then again (a replay), then the same event in a new epoch
   const f1 = frame({ seq: 1, production_event: event });
@@ -170,16 +172,40 @@ test("production events and failure precursors: stored once, however often they 
   await store.commit([
     frame({
       seq: 2,
-      production_event: { ...event, kind: 2, pattern: "", ts_ms: event.ts_ms + 5, suppressed: 0 },
+      production_event: {
+        ...event,
+        kind: 2,
+        pattern: "",
+        ts_ms: event.ts_ms + 5,
+        suppressed: 0,
+        precursor_runs_with: 0,
+        precursor_runs_without: 0,
+      },
     }),
   ]);
   assert.equal(
     await store.query(
-      "SELECT kind, vm_uuid, fingerprint, pattern, suppressed FROM production_events ORDER BY ts_ms",
+      "SELECT kind, vm_uuid, fingerprint, pattern, suppressed, runs_with, runs_without FROM production_events ORDER BY ts_ms",
     ),
     [
-      { kind: "precursor", vm_uuid: "u1", fingerprint: "fp1", pattern: event.pattern, suppressed: 2 },
-      { kind: "failure", vm_uuid: "u1", fingerprint: "fp1", pattern: "", suppressed: 0 },
+      {
+        kind: "precursor",
+        vm_uuid: "u1",
+        fingerprint: "fp1",
+        pattern: event.pattern,
+        suppressed: 2,
+        runs_with: 3,
+        runs_without: 1,
+      },
+      {
+        kind: "failure",
+        vm_uuid: "u1",
+        fingerprint: "fp1",
+        pattern: "",
+        suppressed: 0,
+        runs_with: 0,
+        runs_without: 0,
+      },
     ],
   );
   await store.commit([

@@ -99,7 +99,7 @@ const SQL = {
   failure:
     "INSERT OR IGNORE INTO failures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
   productionEvent:
-    "INSERT OR IGNORE INTO production_events VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    "INSERT OR IGNORE INTO production_events VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
   signature: "INSERT OR REPLACE INTO signatures VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
   stream: `INSERT INTO ingest_streams VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (agent_id, epoch) DO UPDATE SET
@@ -493,6 +493,8 @@ export class IngestStore {
           str(e.pattern),
           num(e.suppressed),
           now,
+          num(e.precursor_runs_with),
+          num(e.precursor_runs_without),
         ]);
         return;
       }

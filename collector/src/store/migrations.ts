@@ -275,4 +275,14 @@ export const MIGRATIONS: readonly Migration[] = [
       "ALTER TABLE failures ADD COLUMN is_primary BOOLEAN DEFAULT false",
     ],
   },
+  {
+    version: 5,
+    name: "how far a precursor warned in the shadows (ProductionEvent.precursor_runs_with/without)",
+    statements: [
+      // Runs in which the pattern preceded the failure, and runs that showed it and went their
+      // full time without it. 0 and 0: an agent from before, or a failure event.
+      "ALTER TABLE production_events ADD COLUMN runs_with UINTEGER DEFAULT 0",
+      "ALTER TABLE production_events ADD COLUMN runs_without UINTEGER DEFAULT 0",
+    ],
+  },
 ];
