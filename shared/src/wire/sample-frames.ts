@@ -232,6 +232,8 @@ export function sampleEnvelopes(agentId = "agent-7"): Record<EnvelopeBodyKind, E
         line: "[ 4242.000001] EXT4-fs warning (device vda1): ext4_end_bio:343: I/O error 10",
         pattern: "EXT4-fs warning (device vda1): ext4_end_bio:NUM: I/O error NUM",
         suppressed: 3,
+        precursor_runs_with: 4,
+        precursor_runs_without: 2,
       },
     },
   };
