@@ -51,6 +51,11 @@ test("a precursor and a panic on the demo guest's own console", async () => {
       await waitFor(() => events.some((e) => e.kind === 1), { timeoutMs: 30_000, what: "a PRECURSOR event" });
       const pre = events.find((e) => e.kind === 1)!;
       assert.equal([pre.vm_uuid, pre.fingerprint, pre.pattern], [uuid, "fp-demo", pattern]);
+      assert.equal(
+        [pre.precursor_runs_with, pre.precursor_runs_without],
+        [1, 0],
+        "1 shadow run, none without",
+      );
       assert.match(pre.line!, /sysrq: HELP/);
       await channel.close();
       channel = await vm.channel();
