@@ -1,6 +1,5 @@
 // The read queries behind the API, the reports and the CLI's tables. Every value from a request is
 // a bound parameter ($n); only fixed SQL fragments chosen from a whitelist are concatenated.
-import type { DuckDBValue } from "@duckdb/node-api";
 import type {
   Capture,
   Failure,
@@ -13,6 +12,7 @@ import type {
   Vm,
   VmRisk,
 } from "@shadowvm/shared";
+import { Where } from "../store/sql-where.js";
 import type { Queryable } from "./reader-pool.js";
 import type { RiskSource } from "./risk-source.js";
 
@@ -30,24 +30,6 @@ function row(r: Record<string, unknown>, jsonCols: readonly string[] = []): Reco
     } else out[k] = v;
   }
   return out;
-}
-
-class Where {
-  readonly parts: string[] = [];
-  readonly values: DuckDBValue[] = [];
-  add(fragment: (p: string) => string, value: DuckDBValue | undefined): this {
-    if (value === undefined) return this;
-    this.values.push(value);
-    this.parts.push(fragment(`$${this.values.length}`));
-    return this;
-  }
-  sql(): string {
-    return this.parts.length ? `WHERE ${this.parts.join(" AND ")}` : "";
-  }
-  page(p: Page): string {
-    this.values.push(p.limit + 1, p.offset);
-    return `LIMIT $${this.values.length - 1} OFFSET $${this.values.length}`;
-  }
 }
 
 async function listed<T>(

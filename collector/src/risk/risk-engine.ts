@@ -7,6 +7,7 @@
 import type { DuckDBConnection, DuckDBValue } from "@duckdb/node-api";
 import { formatHours } from "@shadowvm/shared";
 import type { CollectorConfig } from "../config/collector-config.js";
+import { Where } from "../store/sql-where.js";
 import { type MitigationStep, mitigationsFor } from "./mitigations.js";
 import {
   type BoundaryEstimate,
@@ -820,25 +821,6 @@ export interface AssessmentFilter {
   offset?: number | undefined;
 }
 
-/** WHERE conditions and values for a filter (`$1`, `$2`, ... in order). */
-function assessmentWhere(
-  f: AssessmentFilter,
-  history: boolean,
-): { where: string; values: (string | number)[] } {
-  const conds: string[] = [];
-  const values: (string | number)[] = [];
-  const add = (cond: (p: string) => string, v: string | number | undefined) => {
-    if (v === undefined) return;
-    values.push(v);
-    conds.push(cond(`$${values.length}`));
-  };
-  add((p) => `(vm_uuid = ${p} OR vm_name = ${p})`, f.vm);
-  add((p) => `fingerprint = ${p}`, f.fingerprint);
-  add((p) => `class = ${p}`, f.class);
-  if (history) add((p) => `computed_at_ms >= ${p}`, f.sinceMs);
-  return { where: conds.length ? `WHERE ${conds.join(" AND ")}` : "", values };
-}
-
 async function readAssessments(
   db: Queryable,
   from: string,
@@ -846,12 +828,14 @@ async function readAssessments(
   f: AssessmentFilter,
   history: boolean,
 ): Promise<RiskAssessment[]> {
-  const { where, values } = assessmentWhere(f, history);
-  values.push(f.limit ?? 1000, f.offset ?? 0);
-  const rows = await db.query(
-    `SELECT * FROM ${from} ${where} ORDER BY ${order} LIMIT $${values.length - 1} OFFSET $${values.length}`,
-    values,
-  );
+  const w = new Where()
+    .add((p) => `(vm_uuid = ${p} OR vm_name = ${p})`, f.vm)
+    .add((p) => `fingerprint = ${p}`, f.fingerprint)
+    .add((p) => `class = ${p}`, f.class)
+    .add((p) => `computed_at_ms >= ${p}`, history ? f.sinceMs : undefined);
+  const where = w.sql();
+  const limit = w.limit(f.limit ?? 1000, f.offset ?? 0);
+  const rows = await db.query(`SELECT * FROM ${from} ${where} ORDER BY ${order} ${limit}`, w.values);
   return rows.map(assessmentFromRow);
 }
 
