@@ -115,6 +115,12 @@ export interface FinishOptions {
   noisePatterns?: Iterable<string>;
 }
 
+/**
+ * Distinct console patterns a run reports (kept with its result until the campaign ends); a console
+ * with more counts only its first ones as showing known precursors.
+ */
+const MAX_RUN_PATTERNS = 20_000;
+
 /** Consoles larger than this are not read again for precursors (a note says so). */
 const MAX_PRECURSOR_CONSOLE_BYTES = 32 * 1024 * 1024;
 
@@ -690,7 +696,7 @@ export class ShadowObserver extends EventEmitter<{ failure: [DetectedFailure]; n
       return undefined;
     }
     const view: ConsoleView = { lines, lineOffsetMs: (n) => this.live.lineOffset(n) };
-    const shown = [...runPatterns(view, popts.startupNoiseMs)];
+    const shown = [...runPatterns(view, popts.startupNoiseMs, MAX_RUN_PATTERNS)];
     if (failures.length === 0) return shown;
     const noise = startupPatterns(view, popts.startupNoiseMs);
     if (options.noiseConsoleLog) {
