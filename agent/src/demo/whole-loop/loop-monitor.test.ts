@@ -27,13 +27,13 @@ function alert(vm: string, failureClass: string, signature: string): Alertmanage
 }
 
 /** A monitor over an Alertmanager whose answers the test sets, on a clock the test moves. */
-function monitorWith() {
+function monitorWith(api = {} as CollectorApi) {
   let held: AlertmanagerAlert[] = [];
   let now = 1000;
   const lines: string[] = [];
   const alertmanager = { alerts: async () => held } as unknown as Alertmanager;
   const monitor = new LoopMonitor({
-    api: {} as CollectorApi,
+    api,
     alertmanager,
     say: (l) => lines.push(l),
     now: () => now,
@@ -82,6 +82,41 @@ test("the first sighting is kept across rounds, and a later alert of the class d
   assert.is(oom?.alert.labels["signature"], "o1");
   assert.is(oom?.seenAtMs, 5000, "seen when it first appeared, not at the last poll");
   assert.is(m.lines.filter((l) => l.startsWith("ALERT")).length, 3, "each alert announced once");
+});
+
+test("a risk round's line gives the time to failure as the risk table does: 'now' at the boundary", async () => {
+  const vm = { uuid: "u-1", name: "prod", labels: {}, vcpus: 1, memory_mb: 256, risk: { assessed_at_ms: 1 } };
+  let ttf = 0;
+  const api = {
+    vms: async () => [vm],
+    metric: async () => 0,
+    shadowRuns: async () => [],
+    failures: async () => [],
+    risk: async () => ({
+      assessed_at_ms: vm.risk.assessed_at_ms,
+      signatures: [
+        {
+          fingerprint: "fp",
+          title: "OOM kill of svm-leak",
+          class: "oom",
+          status: "assessed",
+          probability: 1,
+          confidence: 0.4,
+          confidence_level: "medium",
+          time_to_failure_h: ttf,
+        },
+      ],
+      boundary: [],
+    }),
+  } as unknown as CollectorApi;
+  const m = monitorWith(api);
+  await m.monitor.poll();
+  assert.match(m.lines.find((l) => l.startsWith("risk round"))!, /time to failure now$/);
+  ttf = 0.05;
+  vm.risk.assessed_at_ms = 2;
+  m.at(100_000);
+  await m.monitor.poll();
+  assert.match(m.lines.filter((l) => l.startsWith("risk round"))[1]!, /time to failure 3 min$/);
 });
 
 test.run();

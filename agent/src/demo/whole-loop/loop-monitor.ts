@@ -2,7 +2,7 @@
 // log lines (campaign, capture, shadows) and from polling the collector's API (VMs seen, telemetry
 // stored, shadow runs and failures stored, risk rounds) and Alertmanager (alerts as received).
 // It also keeps the times the summary reports.
-import { type Failure, formatHours, type RiskAssessment, type ShadowRun } from "@shadowvm/shared";
+import { type Failure, formatTimeToFailure, type RiskAssessment, type ShadowRun } from "@shadowvm/shared";
 import type { Alertmanager, AlertmanagerAlert } from "./alertmanager.js";
 import type { CollectorApi } from "./collector-api.js";
 
@@ -238,7 +238,7 @@ export class LoopMonitor {
       if (last && last.gist === gist && this.now() - last.at < 60_000) continue;
       this.riskNotes.set(v.uuid, { gist, at: this.now() });
       say(
-        `risk round: ${v.name}: ${top ? `${top.class} "${top.title}" ${top.status}, P(fail within horizon) ${pct(top.probability)}, confidence ${top.confidence_level} ${num(top.confidence)}${top.time_to_failure_h !== null ? `, time to failure ${formatHours(top.time_to_failure_h)}` : ""}${b ? `; ${b.dimension} boundary ${num(b.boundary)} ± ${num(b.boundary_uncertainty)}, production at ${num(b.level)}` : ""}` : "no signature"}`,
+        `risk round: ${v.name}: ${top ? `${top.class} "${top.title}" ${top.status}, P(fail within horizon) ${pct(top.probability)}, confidence ${top.confidence_level} ${num(top.confidence)}${top.time_to_failure_h !== null ? `, time to failure ${formatTimeToFailure(top.time_to_failure_h)}` : ""}${b ? `; ${b.dimension} boundary ${num(b.boundary)} ± ${num(b.boundary_uncertainty)}, production at ${num(b.level)}` : ""}` : "no signature"}`,
       );
     }
     await this.pollAlertmanager();
