@@ -2,7 +2,8 @@
 // database read-only when the collector is stopped, or the running collector's query API
 // (GET /api/v1/risk, /risk/history) when it holds the database (./store-access.ts).
 import { formatTable, formatTimeToFailure } from "@shadowvm/shared";
-import { type AssessmentFilter, currentRisk, type RiskAssessment, riskHistory } from "../risk/risk-engine.js";
+import { DuckDbRiskSource } from "../api/risk-source.js";
+import type { RiskAssessment } from "../risk/risk-engine.js";
 import { type CommandContext, parseCommand, UsageError } from "./cli-context.js";
 import { openAccess } from "./store-access.js";
 
@@ -28,8 +29,8 @@ export async function riskCommand(ctx: CommandContext): Promise<number> {
   let rows: RiskAssessment[];
   try {
     if (access.kind === "db") {
-      const filter: AssessmentFilter = { vm, limit: vm === undefined ? 100_000 : HISTORY_ROWS };
-      rows = vm === undefined ? await currentRisk(access.db, filter) : await riskHistory(access.db, filter);
+      const filter = { vm, limit: vm === undefined ? 100_000 : HISTORY_ROWS };
+      rows = await new DuckDbRiskSource(access.db).assessments(filter, vm !== undefined);
     } else {
       rows =
         vm === undefined
