@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { type AlertRecord, materialChange } from "./alert-dispatcher.js";
+import { type AlertRecord, materialChange, precursorAnnotation } from "./alert-dispatcher.js";
 
 // The previous round's alert; each case changes one thing.
 const before: AlertRecord = {
@@ -48,6 +48,21 @@ test("a precursor, a production failure or an unstressed failure appearing or go
     assert.ok(materialChange(before, flagged), `${flag} appears`);
     assert.ok(materialChange(flagged, before), `${flag} goes away`);
   }
+});
+
+test("the precursor annotation says how often the line came before the failure in the shadows", () => {
+  const seen = {
+    seen_at_ms: Date.UTC(2026, 10, 29, 12),
+    line: "[ 81.2] svm-leak: allocation failed",
+    pattern: "p",
+    count: 2,
+  };
+  assert.is(
+    precursorAnnotation({ ...seen, runs_with: 3, runs_without: 1 }),
+    "[ 81.2] svm-leak: allocation failed (seen 2026-11-29T12:00:00.000Z; preceded the failure in 3 of the 4 shadow runs that printed it)",
+  );
+  // From an agent that does not count: the line and when, as before.
+  assert.is(precursorAnnotation(seen), "[ 81.2] svm-leak: allocation failed (seen 2026-11-29T12:00:00.000Z)");
 });
 
 test("the time to failure and other figures moving each round are not", () => {

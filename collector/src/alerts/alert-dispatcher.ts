@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { aboutHours, type Logger } from "@shadowvm/shared";
 import type { CollectorConfig } from "../config/collector-config.js";
-import type { Queryable, RiskAssessment } from "../risk/risk-engine.js";
+import type { ProductionSighting, Queryable, RiskAssessment } from "../risk/risk-engine.js";
 
 export type AlertsConfig = CollectorConfig["alerts"];
 export type Severity = "warning" | "critical";
@@ -64,6 +64,18 @@ const FLAG_ANNOTATIONS = ["precursor", "observed_in_production", "fails_unstress
  * MATERIAL_PROBABILITY_CHANGE or more, or a flag annotation. Sending every round instead would
  * post every webhook receiver each round (time to failure moves every round).
  */
+/**
+ * The precursor annotation: the line, when it was seen, and (from agents that count it) how often
+ * it came before the failure in the shadows that printed it, for the operator to weigh it.
+ */
+export function precursorAnnotation(p: ProductionSighting): string {
+  const shadows =
+    p.runs_with && p.runs_with > 0
+      ? `; preceded the failure in ${p.runs_with} of the ${p.runs_with + (p.runs_without ?? 0)} shadow runs that printed it`
+      : "";
+  return `${p.line} (seen ${new Date(p.seen_at_ms).toISOString()}${shadows})`;
+}
+
 export function materialChange(before: AlertRecord, after: AlertRecord): boolean {
   if (before.confidence_level !== after.confidence_level) return true;
   // The epsilon keeps a move of exactly 0.1 (0.85 -> 0.75 is 0.0999... in binary) material.
@@ -315,9 +327,7 @@ export class AlertDispatcher {
         evidence_source: a.source,
         link,
         // Early warning seen on the production VM's own console, and a failure already seen there.
-        ...(a.precursor
-          ? { precursor: `${a.precursor.line} (${new Date(a.precursor.seen_at_ms).toISOString()})` }
-          : {}),
+        ...(a.precursor ? { precursor: precursorAnnotation(a.precursor) } : {}),
         ...(a.observed_in_production ? { observed_in_production: "true" } : {}),
         ...(a.fails_unstressed ? { fails_unstressed: "true" } : {}),
       },
