@@ -392,6 +392,15 @@ function pageParams(o: ApiOptions) {
   };
 }
 
+/** A page from a read that takes a limit and an offset: one row more tells whether another follows. */
+async function pageOf<T>(
+  p: Page,
+  read: (limit: number, offset: number) => Promise<T[]>,
+): Promise<{ items: T[]; more: boolean }> {
+  const items = await read(p.limit + 1, p.offset);
+  return { items: items.slice(0, p.limit), more: items.length > p.limit };
+}
+
 /** The page object with a `next` link: this URL with offset advanced. */
 function page(c: Context, p: Page, more: boolean): PageLinks {
   let next: string | null = null;
@@ -910,10 +919,8 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
     description: "alerts",
     item: AlertSchema,
     name: "AlertList",
-    fetch: async ({ vm, state, severity }, { limit, offset }) => {
-      const items = await o.risk.alerts({ vm_uuid: vm, state, severity, limit: limit + 1, offset });
-      return { items: items.slice(0, limit), more: items.length > limit };
-    },
+    fetch: ({ vm, state, severity }, p) =>
+      pageOf(p, (limit, offset) => o.risk.alerts({ vm_uuid: vm, state, severity, limit, offset })),
   });
 
   // risk assessments, one row per VM and signature (what `shadowvm-collector risk` prints)
@@ -922,14 +929,8 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
     fingerprint: nonEmpty.optional(),
     class: nonEmpty.optional(),
   };
-  const assessmentPage = async (
-    f: Omit<AssessmentFilter, "limit" | "offset">,
-    history: boolean,
-    { limit, offset }: Page,
-  ) => {
-    const items = await o.risk.assessments({ ...f, limit: limit + 1, offset }, history);
-    return { items: items.slice(0, limit), more: items.length > limit };
-  };
+  const assessmentPage = (f: Omit<AssessmentFilter, "limit" | "offset">, history: boolean, p: Page) =>
+    pageOf(p, (limit, offset) => o.risk.assessments({ ...f, limit, offset }, history));
   listRoute({
     path: "/risk",
     tag: "risk",

@@ -815,7 +815,7 @@ export interface AssessmentFilter {
   vm?: string | undefined;
   fingerprint?: string | undefined;
   class?: string | undefined;
-  /** History only: rounds from this time on (ms since the epoch). */
+  /** Rounds from this time on (ms since the epoch). */
   sinceMs?: number | undefined;
   limit?: number | undefined;
   offset?: number | undefined;
@@ -826,13 +826,12 @@ async function readAssessments(
   from: string,
   order: string,
   f: AssessmentFilter,
-  history: boolean,
 ): Promise<RiskAssessment[]> {
   const w = new Where()
     .add((p) => `(vm_uuid = ${p} OR vm_name = ${p})`, f.vm)
     .add((p) => `fingerprint = ${p}`, f.fingerprint)
     .add((p) => `class = ${p}`, f.class)
-    .add((p) => `computed_at_ms >= ${p}`, history ? f.sinceMs : undefined);
+    .add((p) => `computed_at_ms >= ${p}`, f.sinceMs);
   const where = w.sql();
   const limit = w.limit(f.limit ?? 1000, f.offset ?? 0);
   const rows = await db.query(`SELECT * FROM ${from} ${where} ORDER BY ${order} ${limit}`, w.values);
@@ -849,7 +848,6 @@ export function currentRisk(db: Queryable, f: AssessmentFilter = {}): Promise<Ri
     "risk_current",
     "probability DESC NULLS LAST, confidence DESC, vm_name, fingerprint",
     f,
-    false,
   );
 }
 
@@ -860,6 +858,5 @@ export function riskHistory(db: Queryable, f: AssessmentFilter = {}): Promise<Ri
     "risk_assessments",
     "computed_at_ms DESC, probability DESC NULLS LAST, vm_name, fingerprint",
     f,
-    true,
   );
 }
