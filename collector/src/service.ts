@@ -11,6 +11,7 @@ import { CollectorMetrics } from "./metrics/collector-metrics.js";
 import { opsRoutes } from "./metrics/ops-server.js";
 import { type RiskService, startRiskService } from "./risk/risk-service.js";
 import { IngestStore } from "./store/ingest-store.js";
+import { RetentionService, retentionPolicy } from "./store/retention.js";
 
 export interface CollectorService {
   readonly ingestPort: number;
@@ -25,6 +26,8 @@ export interface CollectorService {
   readonly metrics: CollectorMetrics;
   /** Risk rounds and alerts (issue 8): recompute() runs one round now. */
   readonly risk: RiskService;
+  /** Deletes data past its retention, at start and on retention.schedule. */
+  readonly retention: RetentionService;
   /** Empty when ready; otherwise the reasons (the body of a 503 /readyz). */
   readinessProblems(): string[];
   close(): Promise<void>;
@@ -58,6 +61,7 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
   let ops: HttpListener | undefined;
   let risk: RiskService | undefined;
   let api: ApiService | undefined;
+  let retention: RetentionService | undefined;
   let closing = false;
   const readinessProblems = () => {
     const problems: string[] = [];
@@ -94,8 +98,21 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
       );
     }
     risk = await startRiskService(store, config, logger);
-    api = await startApi(config, store, logger);
+    retention = new RetentionService({
+      conn: await store.connectReader(),
+      policy: retentionPolicy(config),
+      schedule: config.retention.schedule,
+      logger,
+      onPruned: (result) => {
+        for (const t of result.tables) metrics.retentionRowsDeleted.inc({ table: t.table }, t.rows);
+        metrics.retentionLastPrune.set(result.at_ms / 1000);
+      },
+      onError: () => metrics.error("prune_failed", "retention"),
+    });
+    api = await startApi(config, store, logger, retention);
+    retention.start();
   } catch (err) {
+    await retention?.close();
     await risk?.close();
     await ingest?.close();
     await ops?.close();
@@ -115,6 +132,7 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
   const started = ingest;
   const startedApi = api;
   const startedRisk = risk;
+  const startedRetention = retention;
   return {
     ingestPort: started.port,
     opsPort: ops?.port ?? 0,
@@ -124,6 +142,7 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
     auth,
     metrics,
     risk: startedRisk,
+    retention: startedRetention,
     readinessProblems,
     async close() {
       if (closing) return;
@@ -131,6 +150,7 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
       await startedApi.close();
       await started.close();
       await startedRisk.close();
+      await startedRetention.close();
       await ops?.close();
       store.close();
       logger.info("collector: stopped");

@@ -337,6 +337,8 @@ test("the OpenAPI document is served without a token and lists every route", asy
     "/api/v1/reports",
     "/api/v1/reports/{id}",
     "/api/v1/reports/{id}/{format}",
+    "/api/v1/retention",
+    "/api/v1/retention/prune",
     "/api/v1/risk",
     "/api/v1/risk/history",
     "/api/v1/shadow-runs",
@@ -417,7 +419,7 @@ test("every route in the OpenAPI document refuses requests without a valid token
       routes++;
     }
   }
-  assert.is(routes, 20);
+  assert.is(routes, 22);
 });
 
 // ------------------------------------------------------------------ inventory and risk
@@ -916,6 +918,74 @@ test("the HTML report opens offline in headless Chromium with its three charts d
   assert.ok(png.length > 20_000, `a screenshot with content (${png.length} bytes)`);
   copyFileSync(shot, join(ARTIFACTS, "api-report.png"));
   copyFileSync(file, join(ARTIFACTS, "api-report.html"));
+});
+
+// ------------------------------------------------------------------ retention
+
+test("retention: the running collector prunes at start, tells what is due, prunes on request (API and CLI)", async () => {
+  const old = NOW - 40 * 24 * H; // past the default retention.samples_days (30)
+  const countOld = async () =>
+    Number((await service.store.query(`SELECT count(*) AS n FROM samples WHERE ts_ms = ${old}`))[0]?.["n"]);
+  await waitFor(() => service.retention.status().last !== undefined, {
+    timeoutMs: 30_000,
+    what: "the start-up prune",
+  });
+  await service.store.query(
+    `INSERT INTO samples (agent_id, scope, vm_uuid, ts_ms) VALUES ('agent-a', 2, '${VMS[0]!.uuid}', ${old}), ('agent-a', 2, '${VMS[1]!.uuid}', ${old})`,
+  );
+  const status = await get("/api/v1/retention");
+  assert.is(status.status, 200, JSON.stringify(status.body));
+  assert.is(status.body.policy.samples_days, 30);
+  assert.is(status.body.policy.shadow_results_days, 0);
+  assert.ok(status.body.last.at_ms > 0, "the start-up prune is reported");
+  const due = Object.fromEntries(
+    status.body.due.tables.map((t: { table: string; rows: number }) => [t.table, t.rows]),
+  );
+  assert.is(due.samples, 2);
+  assert.not.ok("shadow_runs" in due, "shadow results are kept forever by default");
+  assert.is(await countOld(), 2, "GET deletes nothing");
+
+  assertProblem(await get("/api/v1/retention/prune", readToken, { method: "POST" }), 403, /admin scope/);
+
+  const dry = await bin("prune", "--dry-run", "--json");
+  assert.is(dry.code, 0, dry.err);
+  assert.is(JSON.parse(dry.out).tables.find((t: { table: string }) => t.table === "samples").rows, 2);
+  assert.is(await countOld(), 2, "a dry run deletes nothing");
+
+  // The config the CLI reads differs from the running collector's: it says so, and the collector's applies.
+  const real = await run(process.execPath, [COLLECTOR_BIN, "prune", "--data-dir", dir], {
+    env: {
+      ...process.env,
+      SHADOWVM_COLLECTOR__API__PORT: String(service.apiPort),
+      SHADOWVM_COLLECTOR__API__HOST: "127.0.0.1",
+      SHADOWVM_COLLECTOR__RETENTION__ALERTS_DAYS: "45",
+    },
+  });
+  assert.match(real.stdout, /TABLE\s+KEPT\s+OLDER THAN\s+DELETED/);
+  assert.match(real.stdout, /samples\s+30 d\s+\S+\s+2\n/);
+  assert.match(real.stderr, /running collector has retention\.alerts_days: 90; the config now says 45/);
+  assert.match(real.stderr, /deleted \d+ row\(s\)/);
+  assert.is(await countOld(), 0);
+  const after = await get("/api/v1/retention");
+  assert.is(
+    after.body.last.tables.find((t: { table: string }) => t.table === "samples").rows,
+    2,
+    "the CLI's prune is the collector's last",
+  );
+  assert.ok(after.body.due.tables.every((t: { rows: number }) => t.rows === 0));
+
+  // A retention shorter than the risk engine's telemetry window is refused before anything runs.
+  let refusedErr = "";
+  const refused = await collectorMain(
+    ["prune", "--data-dir", dir],
+    { out: () => {}, err: (t) => (refusedErr += t) },
+    { SHADOWVM_COLLECTOR__RETENTION__SAMPLES_DAYS: "0.1" },
+  );
+  assert.is(refused, 2);
+  assert.match(
+    refusedErr,
+    /retention\.samples_days is invalid: expected 0 \(keep forever\) or at least 0\.25 days/,
+  );
 });
 
 // ------------------------------------------------------------------ CLI

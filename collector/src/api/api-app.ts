@@ -12,6 +12,7 @@ import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { ReportService } from "../reports/report-service.js";
+import type { RetentionControl } from "../store/retention.js";
 import type { ApiScope, ApiTokenStore } from "./api-token-store.js";
 import * as q from "./fleet-queries.js";
 import type { Queryable } from "./reader-pool.js";
@@ -24,6 +25,8 @@ export interface ApiOptions {
   risk: RiskSource;
   tokens: ApiTokenStore;
   reports: ReportService;
+  /** Data retention (GET /retention, POST /retention/prune); absent: those routes answer 404. */
+  retention?: RetentionControl;
   rateLimitPerMinute: number;
   maxBodyBytes: number;
   defaultPageSize: number;
@@ -356,6 +359,35 @@ const ReportMetaSchema = z
     links: z.record(z.string(), z.string()).openapi({ description: "download URL per format" }),
   })
   .openapi("Report");
+
+const PrunedTableSchema = z
+  .object({
+    table: z.string(),
+    key: z.string().openapi({ description: "the retention.* key that keeps this table's rows" }),
+    days: z.number(),
+    cutoff_ms: ms("rows older than this"),
+    rows: z.number().openapi({ description: "rows deleted (dry run: that would be deleted)" }),
+  })
+  .openapi("PrunedTable");
+
+const PruneResultSchema = z
+  .object({
+    at_ms: ms("prune time"),
+    dry_run: z.boolean(),
+    duration_ms: z.number(),
+    tables: z.array(PrunedTableSchema).openapi({ description: "one per table with a retention" }),
+  })
+  .openapi("PruneResult");
+
+const RetentionSchema = z
+  .object({
+    policy: z.record(z.string(), z.number()).openapi({ description: "retention.*_days (0 = forever)" }),
+    schedule: z.string().openapi({ description: 'node-cron expression ("" = at start only)' }),
+    last: PruneResultSchema.nullable().openapi({ description: "the newest prune since start" }),
+    last_error: z.string().nullable(),
+    due: PruneResultSchema.openapi({ description: "a dry run now: what the next prune would delete" }),
+  })
+  .openapi("Retention");
 
 // ---------------------------------------------------------------- parameters
 
@@ -1089,13 +1121,60 @@ export function apiApp(o: ApiOptions): OpenAPIHono<Env> {
     },
   );
 
+  // retention
+  const retention = () => {
+    if (!o.retention) throw new Problem(404, "Not Found", "retention is not run by this API");
+    return o.retention;
+  };
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: `${API_PREFIX}/retention`,
+      tags: ["retention"],
+      summary: "Data retention: the policy, the last prune, and what the next one would delete",
+      security,
+      responses: {
+        200: { description: "retention", content: { "application/json": { schema: RetentionSchema } } },
+        ...READ_ERRORS,
+      },
+    }),
+    async (c) => {
+      const r = retention();
+      const { policy, schedule, last, last_error } = r.status();
+      return c.json(
+        { policy, schedule, last: last ?? null, last_error: last_error ?? null, due: await r.dryRun() },
+        200,
+      );
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: `${API_PREFIX}/retention/prune`,
+      tags: ["retention"],
+      summary: "Delete the data past its retention now (admin)",
+      security,
+      responses: {
+        200: {
+          description: "what was deleted",
+          content: { "application/json": { schema: PruneResultSchema } },
+        },
+        ...problems(401, 403, 404, 429),
+      },
+    }),
+    async (c) => {
+      requireAdmin(c);
+      return c.json(await retention().prune(), 200);
+    },
+  );
+
   app.doc31(`${API_PREFIX}/openapi.json`, {
     openapi: "3.1.0",
     info: {
       title: "shadowvm collector API",
       version: "1",
       description:
-        "Fleet inventory, shadow results, failure signatures, risk, alerts and reports. See docs/api.md.",
+        "Fleet inventory, shadow results, failure signatures, risk, alerts, reports and data retention. See docs/api.md.",
     },
   });
   return app;

@@ -5,6 +5,7 @@ import { apiTokenDir, type CollectorConfig, reportsDir } from "../config/collect
 import { type HttpListener, listenHttp } from "../http-listener.js";
 import { ReportService } from "../reports/report-service.js";
 import type { IngestStore } from "../store/ingest-store.js";
+import type { RetentionControl } from "../store/retention.js";
 import { apiApp } from "./api-app.js";
 import { ApiTokenStore } from "./api-token-store.js";
 import { ReaderPool } from "./reader-pool.js";
@@ -22,6 +23,7 @@ export async function startApi(
   config: CollectorConfig,
   store: IngestStore,
   logger: Logger,
+  retention?: RetentionControl,
 ): Promise<ApiService> {
   const db = await ReaderPool.create(() => store.connectReader(), 4);
   const risk = new DuckDbRiskSource(db);
@@ -45,6 +47,7 @@ export async function startApi(
         db,
         risk,
         reports,
+        ...(retention ? { retention } : {}),
         tokens: new ApiTokenStore(apiTokenDir(config)),
         rateLimitPerMinute: a.rate_limit_per_minute,
         maxBodyBytes: a.max_body_bytes,

@@ -5,6 +5,7 @@ import { type CliProgram, runProgram, stdio } from "@shadowvm/shared";
 import { AGENTS_USAGE, agentsCommand } from "./agents-command.js";
 import { API_TOKEN_USAGE, apiTokenCommand } from "./api-token-command.js";
 import { type CommandContext, GLOBAL_USAGE, type Output } from "./cli-context.js";
+import { PRUNE_USAGE, pruneCommand } from "./prune-command.js";
 import {
   alertsCommand,
   failuresCommand,
@@ -40,6 +41,7 @@ const COMMANDS: CliProgram<CommandContext>["commands"] = {
   },
   alerts: { summary: "alerts from the risk engine", usage: QUERY_USAGE, run: alertsCommand },
   risk: { summary: "current failure risk per VM and signature", usage: RISK_USAGE, run: riskCommand },
+  prune: { summary: "delete the data past its retention now", usage: PRUNE_USAGE, run: pruneCommand },
 };
 
 const PROGRAM: CliProgram<CommandContext> = {

@@ -9,10 +9,16 @@ import { createError } from "@shadowvm/shared";
 import { type ApiScope, ApiTokenStore } from "../api/api-token-store.js";
 import type { Queryable } from "../api/reader-pool.js";
 import { apiTokenDir, type CollectorConfig, databasePath } from "../config/collector-config.js";
-import { openReadOnly } from "../store/ingest-store.js";
+import { IngestStore, openReadOnly } from "../store/ingest-store.js";
 
 export type Access =
-  | { kind: "db"; db: Queryable; close(): void }
+  | {
+      kind: "db";
+      db: Queryable;
+      /** Runs a statement and returns the rows it changed (write access only). */
+      execute?(sql: string, values?: DuckDBValue[]): Promise<number>;
+      close(): void;
+    }
   | {
       kind: "api";
       request(method: string, path: string, body?: unknown): Promise<unknown>;
@@ -28,7 +34,15 @@ interface ListBody<T> {
   page: { next: string | null };
 }
 
-export async function openAccess(config: CollectorConfig, scope: ApiScope): Promise<Access> {
+/**
+ * `write`: a stopped collector's database is opened for writing (and migrated, as `serve` would),
+ * so the access can `execute`.
+ */
+export async function openAccess(
+  config: CollectorConfig,
+  scope: ApiScope,
+  options: { write?: boolean } = {},
+): Promise<Access> {
   const path = databasePath(config);
   if (!existsSync(path))
     throw createError(
@@ -37,6 +51,19 @@ export async function openAccess(config: CollectorConfig, scope: ApiScope): Prom
       `no collector database at ${path}: expected the data_dir of a collector that has run (shadowvm-collector serve); pass --data-dir DIR or --config FILE`,
     );
   try {
+    if (options.write) {
+      const store = await IngestStore.open(path);
+      const conn = await store.connectReader();
+      return {
+        kind: "db",
+        db: store,
+        execute: async (sql, values) => (await conn.run(sql, values)).rowsChanged,
+        close: () => {
+          conn.closeSync();
+          store.close();
+        },
+      };
+    }
     const ro = await openReadOnly(path);
     return {
       kind: "db",

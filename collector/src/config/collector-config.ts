@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { ConfigError, DEFAULT_MAX_FRAME_BYTES, loadConfig } from "@shadowvm/shared";
 import cron from "node-cron";
 import { z } from "zod";
+import { retentionProblems } from "../store/retention.js";
 
 export const COLLECTOR_ENV_PREFIX = "SHADOWVM_COLLECTOR__";
 export const DEFAULT_COLLECTOR_CONFIG_FILE = "/etc/shadowvm/collector.yaml";
@@ -183,6 +184,31 @@ const alertsSchema = z
   })
   .strict();
 
+const retentionSchema = z
+  .object({
+    /**
+     * Rows older than this many days are deleted (0 = keep forever), at start and on the schedule
+     * (collector/src/store/retention.ts). Telemetry samples:
+     */
+    samples_days: z.number().min(0).default(30),
+    /** One bookkeeping row per committed frame (the dedupe marks are kept apart, in ingest_streams). */
+    ingest_frames_days: z.number().min(0).default(7),
+    /** Precursors and failures seen on production consoles. */
+    production_events_days: z.number().min(0).default(30),
+    /** Resolved (and delivered) alerts, and every alert's delivery attempts. */
+    alerts_days: z.number().min(0).default(90),
+    /** Shadow runs with their failures, and capture records: the risk engine's evidence. */
+    shadow_results_days: z.number().min(0).default(0),
+    /** node-cron expression of the prune ("" = only at start and on `shadowvm-collector prune`). */
+    schedule: z
+      .string()
+      .default("17 * * * *")
+      .refine((v) => v === "" || cron.validate(v), {
+        message: 'expected a cron expression such as "17 * * * *" (or "" for no schedule)',
+      }),
+  })
+  .strict();
+
 export const collectorConfigSchema = z
   .object({
     /** State: the DuckDB database and the auth directory (tokens, agent secrets). */
@@ -197,6 +223,7 @@ export const collectorConfigSchema = z
     alerts: alertsSchema.prefault({}),
     api: apiSchema.prefault({}),
     reports: reportsSchema.prefault({}),
+    retention: retentionSchema.prefault({}),
   })
   .strict();
 
@@ -261,5 +288,6 @@ export function checkServeConfig(config: CollectorConfig, where = "collector con
       `metrics.port is invalid: expected a port other than ingest.port (actual: ${config.metrics.port})`,
     );
   }
+  problems.push(...retentionProblems(config));
   if (problems.length) throw new ConfigError(where, problems);
 }

@@ -21,6 +21,8 @@ export class CollectorMetrics {
   readonly pendingBytes: Gauge;
   readonly commitDuration: Histogram;
   readonly commitFrames: Histogram;
+  readonly retentionRowsDeleted: Counter<"table">;
+  readonly retentionLastPrune: Gauge;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -104,6 +106,17 @@ export class CollectorMetrics {
       name: `${p}commit_frames`,
       help: "Frames per store transaction",
       buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+      registers,
+    });
+    this.retentionRowsDeleted = new Counter({
+      name: `${p}retention_rows_deleted_total`,
+      help: "Rows deleted by retention (retention.*_days), by table",
+      labelNames: ["table"],
+      registers,
+    });
+    this.retentionLastPrune = new Gauge({
+      name: `${p}retention_last_prune_timestamp_seconds`,
+      help: "When the last retention prune completed (0: none since start)",
       registers,
     });
     if (options.defaultMetrics !== false) {
