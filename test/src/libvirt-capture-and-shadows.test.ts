@@ -4,13 +4,14 @@
 // through libvirt while the guest writes; libvirt's bookkeeping afterwards (state, block graph,
 // fd sets, the domain still managed normally); shadows from the capture that continue the
 // workload with intact data, isolated, as agent-run QEMU processes; and an agent killed in the
-// middle of a capture, recovered through a fresh driver.
+// middle of a capture, recovered through a fresh driver, and by the next CLI capture.
 import { spawn } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { recoverInterruptedCaptures } from "@shadowvm/agent/capture/capture-recovery";
+import { captureVm } from "@shadowvm/agent/capture/capture-service";
 import { CaptureStore } from "@shadowvm/agent/capture/store/index";
 import { escapeXml } from "@shadowvm/agent/hypervisor/libvirt/domain-xml";
-import { captureLibvirtVm, recoverLibvirtCaptures } from "@shadowvm/agent/hypervisor/libvirt/libvirt-capture";
 import { LibvirtDriver, type LibvirtVmInventory } from "@shadowvm/agent/hypervisor/libvirt/libvirt-driver";
 import { restoreLibvirtCapture } from "@shadowvm/agent/hypervisor/libvirt/libvirt-shadow";
 import { QmpClient } from "@shadowvm/agent/hypervisor/qemu/qmp-client";
@@ -171,7 +172,7 @@ test("capture through libvirt, libvirt still in charge, shadows continue with in
     const store = await CaptureStore.open({ dir: join(data, "captures"), keyFile: join(data, "store.key") });
     try {
       const t0 = Date.now();
-      const record = await captureLibvirtVm({
+      const record = await captureVm({
         driver,
         store,
         vm: NAME,
@@ -278,68 +279,80 @@ test("the agent CLI with hypervisor.driver libvirt lists and captures the domain
   assert.match(down.stderr, /^shadowvm-agent: error: cannot reach libvirtd at qemu\+unix:.*\n$/);
 });
 
+/**
+ * Runs a capture of production in its own process (an agent) with its own bridge directory, and
+ * kills it (SIGKILL) once the capture reached `step`. `data/staging` keeps its journal.
+ */
+async function killCaptureAt(step: string, data: string): Promise<void> {
+  const child = spawn(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      `import { join } from "node:path";
+       import { captureVm } from "@shadowvm/agent/capture/capture-service";
+       import { CaptureStore } from "@shadowvm/agent/capture/store/index";
+       import { LibvirtDriver } from "@shadowvm/agent/hypervisor/libvirt/libvirt-driver";
+       const [uri, bridges, data, stopAt] = process.argv.slice(1);
+       const store = await CaptureStore.open({ dir: join(data, "captures"), keyFile: join(data, "store.key") });
+       await captureVm({
+         driver: new LibvirtDriver({ uri, bridgeDir: bridges }), store, vm: "${NAME}",
+         stagingRoot: join(data, "staging"),
+         async onStep(step) { if (step === stopAt) { process.stdout.write("AT " + step + "\\n"); await new Promise(() => {}); } },
+       });`,
+      daemon.uri,
+      join(daemon.dir, "bridges-child"),
+      data,
+      step,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], cwd: join(import.meta.dirname, "..") },
+  );
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d) => {
+    out += d;
+  });
+  child.stderr.on("data", (d) => {
+    err += d;
+  });
+  await waitFor(
+    () => {
+      if (child.exitCode !== null) throw new Error(`capture child exited: ${err}`);
+      return out.includes(`AT ${step}`);
+    },
+    { timeoutMs: 180_000, intervalMs: 20, what: `the capture to reach ${step}` },
+  );
+  child.kill("SIGKILL");
+  await new Promise((r) => child.once("exit", r));
+}
+
+/** Production's state once libvirt reports it running again. */
+function productionRunning(driver: LibvirtDriver): Promise<Record<string, unknown>> {
+  return waitFor(
+    async () => {
+      const s = await productionState(driver);
+      return /^running/.test(String(s["domstate"])) ? s : undefined;
+    },
+    { timeoutMs: 30_000, what: "production running again" },
+  );
+}
+
 test("an agent killed during a libvirt capture: a new driver's recovery restores production", async () => {
   const probe = new LibvirtDriver({ uri: daemon.uri, bridgeDir: join(daemon.dir, "bridges") });
   const before = await productionState(probe);
   await probe.close();
   for (const step of ["migrating", "snapshotted", "resumed"]) {
     const data = join(daemon.dir, `crash-${step}`);
-    // The capture in its own process, killed (SIGKILL) once it reached `step`.
-    const child = spawn(
-      process.execPath,
-      [
-        "--input-type=module",
-        "-e",
-        `import { join } from "node:path";
-         import { CaptureStore } from "@shadowvm/agent/capture/store/index";
-         import { captureLibvirtVm } from "@shadowvm/agent/hypervisor/libvirt/libvirt-capture";
-         import { LibvirtDriver } from "@shadowvm/agent/hypervisor/libvirt/libvirt-driver";
-         const [uri, bridges, data, stopAt] = process.argv.slice(1);
-         const store = await CaptureStore.open({ dir: join(data, "captures"), keyFile: join(data, "store.key") });
-         await captureLibvirtVm({
-           driver: new LibvirtDriver({ uri, bridgeDir: bridges }), store, vm: "${NAME}",
-           stagingRoot: join(data, "staging"),
-           async onStep(step) { if (step === stopAt) { process.stdout.write("AT " + step + "\\n"); await new Promise(() => {}); } },
-         });`,
-        daemon.uri,
-        join(daemon.dir, "bridges-child"),
-        data,
-        step,
-      ],
-      { stdio: ["ignore", "pipe", "pipe"], cwd: join(import.meta.dirname, "..") },
-    );
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-    });
-    child.stderr.on("data", (d) => {
-      err += d;
-    });
-    await waitFor(
-      () => {
-        if (child.exitCode !== null) throw new Error(`capture child exited: ${err}`);
-        return out.includes(`AT ${step}`);
-      },
-      { timeoutMs: 180_000, intervalMs: 20, what: `the capture to reach ${step}` },
-    );
-    child.kill("SIGKILL");
-    await new Promise((r) => child.once("exit", r));
+    await killCaptureAt(step, data);
 
     // A new agent process: its own bridge directory; recovery serves the recorded socket path.
     const driver = new LibvirtDriver({ uri: daemon.uri, bridgeDir: join(daemon.dir, "bridges-next") });
     try {
-      const recovered = await recoverLibvirtCaptures(driver, join(data, "staging"));
+      const recovered = await recoverInterruptedCaptures(join(data, "staging"), undefined, driver);
       assert.is(recovered.length, 1, `one capture to recover after a kill at ${step}`);
       assert.is(recovered[0]!.error, undefined, `recovery after ${step}: ${recovered[0]!.error}`);
       assert.is(recovered[0]!.action, "restored-live");
-      const after = await waitFor(
-        async () => {
-          const s = await productionState(driver);
-          return /^running/.test(String(s["domstate"])) ? s : undefined;
-        },
-        { timeoutMs: 30_000, what: "production running again" },
-      );
+      const after = await productionRunning(driver);
       assert.equal(after, before, `production as before after a kill at ${step}`);
     } finally {
       await driver.close();
@@ -349,6 +362,39 @@ test("an agent killed during a libvirt capture: a new driver's recovery restores
   assert.ok((await verifyGuest(channelSocket)).ok, "production data intact after three interrupted captures");
   const q = await QmpClient.connect(join(daemon.dir, "bridges-child", `${UUID}.qmp`)).catch(() => undefined);
   assert.is(q, undefined, "a closed driver leaves no bridge socket behind");
+});
+
+test("the next CLI capture recovers a libvirt capture whose agent was killed, then captures", async () => {
+  const probe = new LibvirtDriver({ uri: daemon.uri, bridgeDir: join(daemon.dir, "bridges") });
+  try {
+    const before = await productionState(probe);
+    const data = join(daemon.dir, "crash-cli");
+    await killCaptureAt("snapshotted", data);
+    assert.is(readdirSync(join(data, "staging")).length, 1, "the killed capture left its journal");
+    const capture = await runCli(
+      AGENT_BIN,
+      ["capture", NAME, "--data-dir", data, "--key-file", join(data, "store.key"), "--json"],
+      {
+        env: {
+          SHADOWVM_AGENT__HYPERVISOR__DRIVER: "libvirt",
+          SHADOWVM_AGENT__HYPERVISOR__LIBVIRT_URI: daemon.uri,
+        },
+        timeoutMs: 300_000,
+      },
+    );
+    assert.is(capture.code, 0, capture.stderr);
+    assert.is((JSON.parse(capture.stdout) as { vm: string }).vm, NAME);
+    assert.equal(
+      readdirSync(join(data, "staging")),
+      [],
+      "the interrupted capture was recovered (its journal is gone) and the new one cleaned up",
+    );
+    assert.equal(await productionRunning(probe), before, "production as before");
+    assert.ok((await verifyGuest(channelSocket)).ok, "production data intact");
+    rmSync(data, { recursive: true, force: true });
+  } finally {
+    await probe.close();
+  }
 });
 
 test.run();

@@ -7,9 +7,9 @@ import { join } from "node:path";
 import type { Logger } from "@shadowvm/shared";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import type { CapturingDriver } from "../capture/capture-service.js";
 import { type AgentConfig, agentConfigSchema } from "../config/agent-config.js";
 import type { VmInventory } from "../hypervisor/driver.js";
-import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 import type { CampaignHistoryEntry } from "./campaign-history.js";
 import { CampaignScheduler } from "./campaign-scheduler.js";
 import type { CampaignReport } from "./shadow-campaign.js";
@@ -56,7 +56,7 @@ function scheduler(dataDir: string, clock: { now: number }, outcomes: (string | 
   const s = new CampaignScheduler({
     config,
     logger: recordingLogger(lines),
-    createDriver: () => driver as unknown as QemuDriver,
+    createDriver: () => driver as unknown as CapturingDriver,
     spool: { append: async () => {}, admitShadowWork: () => true } as never,
     signatures: {} as never,
     now: () => clock.now,

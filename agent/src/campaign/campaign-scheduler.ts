@@ -9,12 +9,12 @@
 import { renameSync } from "node:fs";
 import { join } from "node:path";
 import { describeError, type Logger } from "@shadowvm/shared";
+import type { CapturingDriver } from "../capture/capture-service.js";
 import type { AgentConfig } from "../config/agent-config.js";
 import type { ProductionVmData } from "../explorer/baseline.js";
 import { needLabel, type SignatureBoundary } from "../explorer/boundary.js";
 import { ExplorerStateStore } from "../explorer/state-store.js";
 import type { VmInventory } from "../hypervisor/driver.js";
-import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 import type { SignatureDb } from "../signatures/index.js";
 import type { Spool } from "../spool/spool.js";
 import {
@@ -30,13 +30,13 @@ import { type CampaignEvent, type CampaignReport, runShadowCampaign } from "./sh
 export interface CampaignSchedulerOptions {
   config: AgentConfig;
   logger: Logger;
-  createDriver: () => QemuDriver;
+  createDriver: () => CapturingDriver;
   spool: Pick<Spool, "append" | "admitShadowWork">;
   signatures: SignatureDb;
   /** The production operating point per VM uuid, from the telemetry loop. */
   operatingPoint?: (uuid: string) => ProductionVmData | undefined;
   /** Runs one campaign (default: runShadowCampaign on real shadows; tests put a stand-in here). */
-  runCampaign?: (driver: QemuDriver, vm: VmInventory) => Promise<CampaignReport>;
+  runCampaign?: (driver: CapturingDriver, vm: VmInventory) => Promise<CampaignReport>;
   now?: () => number;
 }
 
@@ -156,7 +156,7 @@ export class CampaignScheduler {
     }
   }
 
-  private async targets(driver: QemuDriver): Promise<VmInventory[]> {
+  private async targets(driver: CapturingDriver): Promise<VmInventory[]> {
     const wanted = this.o.config.campaigns.vms;
     const { vms } = await driver.listVms();
     const running = vms.filter((v) => v.state === "running");
@@ -167,7 +167,7 @@ export class CampaignScheduler {
     return out;
   }
 
-  private async runOne(driver: QemuDriver, vm: VmInventory): Promise<CampaignReport> {
+  private async runOne(driver: CapturingDriver, vm: VmInventory): Promise<CampaignReport> {
     const c = this.o.config.campaigns;
     const log = this.o.logger.child({ vm: vm.name, vm_uuid: vm.uuid });
     const explorerStore = new ExplorerStateStore(explorerStateDir(this.o.config));

@@ -13,6 +13,7 @@ import {
   silentLogger,
 } from "@shadowvm/shared";
 import {
+  type CaptureDriver,
   type CaptureRecord,
   captureSettings,
   captureStoreLocation,
@@ -26,7 +27,6 @@ import type { ProfileBounds } from "../explorer/space.js";
 import type { ExplorerStateStore } from "../explorer/state-store.js";
 import type { StrategyName } from "../explorer/types.js";
 import { restoreLibvirtCapture } from "../hypervisor/libvirt/libvirt-shadow.js";
-import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
 import { createRestoreDir, openShadowLab, reapRestored, restoredRoot } from "../shadow/open-lab.js";
 import type { RestoredCapture } from "../shadow/restored-capture.js";
 import type { CampaignResult, LabEvent } from "../shadow/shadow-lab.js";
@@ -55,7 +55,7 @@ export interface CampaignPlan {
 export interface CampaignServices {
   config: AgentConfig;
   /** Reaches the production VM for the capture (qemu or libvirt driver). */
-  driver: QemuDriver;
+  driver: CaptureDriver;
   /** Where runs, failures, captures and signature updates go; undefined = not shipped. */
   sink?: RecordSink | undefined;
   signatures?: SignatureDb | undefined;

@@ -10,6 +10,12 @@
 //    overlay file into its original offline, so the writes production made are not lost when the
 //    VM is started again from its original disks.
 // Then the staging directory (partial memory file, overlays, journal) is deleted.
+//
+// A journal names the QMP socket the capture used. For the qemu driver that is QEMU's own socket,
+// which answers as long as the VM runs. For a libvirt domain it is the QMP bridge of the agent
+// process that wrote the journal, which went away with that process: the driver's
+// prepareCaptureRecovery serves a bridge at the recorded path again before anything connects to it,
+// otherwise recovery would take a running domain for gone.
 import { execFile } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -28,6 +34,16 @@ export interface RecoveredCapture {
   error?: string;
 }
 
+/** What recovery asks of the VMs' driver (capture-service.ts's CaptureDriver has it). */
+export interface CaptureRecoveryDriver {
+  /**
+   * Makes the QMP sockets recorded in interrupted captures' journals answer again where the VM
+   * still runs (libvirt: serves a bridge at the recorded path); the qemu driver needs nothing.
+   * Called with every journal found, before recovery connects to any of them.
+   */
+  prepareCaptureRecovery?(journals: CaptureJournal[]): Promise<void>;
+}
+
 function readJournal(dir: string): CaptureJournal | undefined {
   try {
     return JSON.parse(readFileSync(join(dir, JOURNAL_FILE), "utf8")) as CaptureJournal;
@@ -36,17 +52,29 @@ function readJournal(dir: string): CaptureJournal | undefined {
   }
 }
 
-/** Recovers every interrupted capture under `stagingRoot`. Never throws for one bad capture. */
+/** Each staging directory under `stagingRoot` with its journal (undefined: it has none). */
+function stagingEntries(stagingRoot: string): { entry: string; journal: CaptureJournal | undefined }[] {
+  if (!existsSync(stagingRoot)) return [];
+  return readdirSync(stagingRoot).map((entry) => ({ entry, journal: readJournal(join(stagingRoot, entry)) }));
+}
+
+/**
+ * Recovers every interrupted capture under `stagingRoot`. Never throws for one bad capture; throws
+ * when `driver.prepareCaptureRecovery` does (then nothing was recovered: without it a VM that
+ * still runs could be taken for gone).
+ */
 export async function recoverInterruptedCaptures(
   stagingRoot: string,
   logger?: Logger,
+  driver?: CaptureRecoveryDriver,
 ): Promise<RecoveredCapture[]> {
   const log = logger ?? silentLogger();
-  if (!existsSync(stagingRoot)) return [];
+  const entries = stagingEntries(stagingRoot);
+  const journals = entries.flatMap((e) => (e.journal ? [e.journal] : []));
+  if (journals.length > 0) await driver?.prepareCaptureRecovery?.(journals);
   const results: RecoveredCapture[] = [];
-  for (const entry of readdirSync(stagingRoot)) {
+  for (const { entry, journal } of entries) {
     const dir = join(stagingRoot, entry);
-    const journal = readJournal(dir);
     if (!journal) {
       // No journal: the capture never touched production (or the journal write itself was cut).
       rmSync(dir, { recursive: true, force: true });

@@ -13,10 +13,9 @@ import { join } from "node:path";
 import { type Logger, ShadowvmError, silentLogger } from "@shadowvm/shared";
 import type { AgentConfig } from "../config/agent-config.js";
 import { GuestChannel } from "../guest/guest-channel.js";
-import type { VmInventory } from "../hypervisor/driver.js";
-import type { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
+import type { HypervisorDriver, VmInventory } from "../hypervisor/driver.js";
 import type { QmpClient } from "../hypervisor/qemu/qmp-client.js";
-import { recoverInterruptedCaptures } from "./capture-recovery.js";
+import { type CaptureRecoveryDriver, recoverInterruptedCaptures } from "./capture-recovery.js";
 import { type FrozenDisk, type LiveCaptureOptions, liveCapture, MEMORY_FILE } from "./live-capture.js";
 import type { CaptureInfo, CaptureStore, PartProgress, RetentionPolicy } from "./store/index.js";
 
@@ -40,8 +39,22 @@ export interface CaptureRecord {
   parts: string[];
 }
 
+/**
+ * What a capture uses of its driver (QemuDriver and LibvirtDriver both are one). Crash recovery
+ * of earlier captures goes through the driver too (`prepareCaptureRecovery`, capture-recovery.ts),
+ * so every capture recovers the way its driver needs, whoever calls captureVm.
+ */
+export interface CaptureDriver extends CaptureRecoveryDriver {
+  getVm(nameOrUuid: string): Promise<VmInventory>;
+  /** A QMP connection to a VM's `address`. */
+  connect(address: string): Promise<QmpClient>;
+}
+
+/** A driver that lists VMs and captures them: what the CLI and the campaign scheduler hold. */
+export type CapturingDriver = HypervisorDriver & CaptureDriver;
+
 export interface CaptureVmOptions {
-  driver: QemuDriver;
+  driver: CaptureDriver;
   store: CaptureStore;
   vm: string;
   /** Staging root (0700) for journals, overlays and the memory file; recovery scans it. */
@@ -129,10 +142,13 @@ async function deviceModel(qmp: QmpClient): Promise<Record<string, unknown>> {
   return { machine, pci, peripherals };
 }
 
-/** Captures one VM into the store. Runs crash recovery of earlier captures first. */
+/**
+ * Captures one VM into the store. Runs crash recovery of earlier captures first, through the
+ * driver (which makes the QMP sockets their journals recorded answer again, see capture-recovery.ts).
+ */
 export async function captureVm(options: CaptureVmOptions): Promise<CaptureRecord> {
   const log = options.logger ?? silentLogger();
-  await recoverInterruptedCaptures(options.stagingRoot, log);
+  await recoverInterruptedCaptures(options.stagingRoot, log, options.driver);
   const vm: VmInventory = await options.driver.getVm(options.vm);
   const startedAt = new Date();
   const writer = await options.store.beginCapture({ vm: vm.name });

@@ -2,6 +2,7 @@
 // and the output streams (injectable so commands are testable in-process).
 import type { ParseArgsConfig } from "node:util";
 import { type BaseCommandContext, parseOptions } from "@shadowvm/shared";
+import type { CapturingDriver } from "../capture/capture-service.js";
 import { type AgentConfig, loadAgentConfig } from "../config/agent-config.js";
 import { LibvirtDriver } from "../hypervisor/libvirt/libvirt-driver.js";
 import { QemuDriver } from "../hypervisor/qemu/qemu-driver.js";
@@ -38,7 +39,7 @@ export interface ParsedCommand {
   values: GlobalValues & Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
   config: AgentConfig;
-  createDriver(): QemuDriver;
+  createDriver(): CapturingDriver;
 }
 
 /** Parses the command's own options plus the global ones, then loads the config. */
@@ -55,15 +56,13 @@ export function parseCommand(ctx: CommandContext, options: ParseArgsConfig["opti
 }
 
 /** The configured hypervisor driver; `sockets` adds VMs by QMP socket (qemu driver). */
-export function createDriverFor(config: AgentConfig, sockets: string[] = []): QemuDriver {
+export function createDriverFor(config: AgentConfig, sockets: string[] = []): CapturingDriver {
   return config.hypervisor.driver === "libvirt"
-    ? // The libvirt driver offers what commands use of QemuDriver (listVms, getVm, and
-      // connect(address) to a domain's QMP bridge; libvirt-capture.ts type-checks that).
-      (new LibvirtDriver({
+    ? new LibvirtDriver({
         uri: config.hypervisor.libvirt_uri,
         connectTimeoutMs: config.hypervisor.connect_timeout_ms,
         commandTimeoutMs: config.hypervisor.command_timeout_ms,
-      }) as unknown as QemuDriver)
+      })
     : new QemuDriver({
         socketGlobs: config.hypervisor.qmp_sockets,
         sockets,

@@ -14,14 +14,18 @@
 // Each running domain gets a QMP bridge (qmp-bridge.ts): an agent-side QMP socket carried through
 // libvirt, whose path is the VM's `address`. Everything in the agent that speaks QMP to
 // `vm.address` (capture, capture recovery, telemetry) works on libvirt domains through it, while
-// libvirtd stays the only client of QEMU's real monitor.
+// libvirtd stays the only client of QEMU's real monitor. Live capture is the capture service
+// (capture/capture-service.ts) unchanged over the bridge, with the qemu driver's guarantees;
+// prepareCaptureRecovery gives its crash recovery the bridges earlier agent processes recorded.
 //
 // Domains that are shut off are not VMs on this host and are not listed, except those libvirt
 // reports as crashed (QEMU died or was killed): those are problem entries, like a QMP socket whose
 // QEMU is gone for the qemu driver. An unreachable libvirtd is one problem entry for the URI.
 import { mkdirSync, rmSync } from "node:fs";
+import { createConnection } from "node:net";
 import { dirname, join } from "node:path";
 import { type Logger, ShadowvmError, silentLogger } from "@shadowvm/shared";
+import type { CaptureJournal } from "../../capture/live-capture.js";
 import type {
   DiskInfo,
   DriverCapabilities,
@@ -50,7 +54,7 @@ export interface LibvirtDriverOptions {
   /**
    * Directory of the per-domain QMP bridge sockets (created 0700, removed by close()). Default
    * `/run/shadowvm/libvirt/<pid>`: one per agent process, so that processes never replace each
-   * other's sockets (recoverLibvirtCaptures serves bridges at the paths an earlier one recorded).
+   * other's sockets (prepareCaptureRecovery serves bridges at the paths an earlier one recorded).
    */
   bridgeDir?: string;
   /** Deadline of each libvirt call. */
@@ -114,6 +118,18 @@ export function mapDomainState(text: string): VmState {
 
 function isActive(stateText: string): boolean {
   return !/^(shut off|crashed)/.test(stateText.trim());
+}
+
+/** True when something accepts connections on the unix socket at `path`. */
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
 }
 
 /** QMP qdev path -> qdev id (`/machine/peripheral/virtio-disk0/virtio-backend` -> virtio-disk0). */
@@ -241,13 +257,19 @@ export class LibvirtDriver implements HypervisorDriver {
     return result;
   }
 
+  /** listVms, except that an unreachable libvirtd throws (code `unreachable`). */
+  private async reachableInventory(): Promise<InventoryResult> {
+    const result = await this.listVms();
+    const unreachable = result.problems.find((p) => p.address === this.uri);
+    if (unreachable) throw new ShadowvmError("libvirt", "unreachable", unreachable.error);
+    return result;
+  }
+
   async getVm(nameOrUuid: string): Promise<LibvirtVmInventory> {
-    const { vms, problems } = await this.listVms();
+    const { vms, problems } = await this.reachableInventory();
     const wanted = nameOrUuid.toLowerCase();
     const vm = vms.find((v) => v.name === nameOrUuid || v.uuid === wanted || v.address === nameOrUuid);
     if (vm) return vm as LibvirtVmInventory;
-    const unreachable = problems.find((p) => p.address === this.uri);
-    if (unreachable) throw new ShadowvmError("libvirt", "unreachable", unreachable.error);
     const named = problems.find((p) => p.error.includes(`domain ${nameOrUuid} `));
     const visible = vms.map((v) => v.name).join(", ") || "none";
     throw new ShadowvmError(
@@ -279,6 +301,27 @@ export class LibvirtDriver implements HypervisorDriver {
    */
   serveBridgeAt(uuid: string, name: string, socketPath: string): Promise<QmpBridge> {
     return this.startBridge(this.extraBridges, socketPath, uuid, name, socketPath);
+  }
+
+  /**
+   * Crash recovery of captures (capture-recovery.ts calls this before connecting to anything): a
+   * journal names the bridge socket of the agent process that wrote it (`<bridge dir>/<uuid>.qmp`),
+   * gone with that process. For each journal whose domain still runs, a bridge is served at that
+   * very path (unless it is this driver's own bridge, or another live agent process still serves
+   * it), so that the common recovery undoes the capture through libvirt: migration cancelled,
+   * guest resumed, overlays merged back. A domain that no longer runs gets no bridge, and the
+   * common recovery commits its overlays offline. Throws when libvirtd cannot be reached (whether
+   * the domains run is unknown then).
+   */
+  async prepareCaptureRecovery(journals: CaptureJournal[]): Promise<void> {
+    if (journals.length === 0) return;
+    const { vms } = await this.reachableInventory();
+    for (const journal of journals) {
+      const uuid = /([0-9a-f-]{36})\.qmp$/.exec(journal.qmpSocket)?.[1];
+      const vm = vms.find((v) => v.uuid === uuid);
+      if (!vm || vm.address === journal.qmpSocket || (await socketAnswers(journal.qmpSocket))) continue;
+      await this.serveBridgeAt(vm.uuid, vm.name, journal.qmpSocket);
+    }
   }
 
   private startBridge(
