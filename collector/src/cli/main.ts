@@ -5,6 +5,7 @@ import { type CliProgram, runProgram, stdio } from "@shadowvm/shared";
 import { AGENTS_USAGE, agentsCommand } from "./agents-command.js";
 import { API_TOKEN_USAGE, apiTokenCommand } from "./api-token-command.js";
 import { type CommandContext, GLOBAL_USAGE, type Output } from "./cli-context.js";
+import { COMPACT_USAGE, compactCommand } from "./compact-command.js";
 import { PRUNE_USAGE, pruneCommand } from "./prune-command.js";
 import {
   alertsCommand,
@@ -42,6 +43,11 @@ const COMMANDS: CliProgram<CommandContext>["commands"] = {
   alerts: { summary: "alerts from the risk engine", usage: QUERY_USAGE, run: alertsCommand },
   risk: { summary: "current failure risk per VM and signature", usage: RISK_USAGE, run: riskCommand },
   prune: { summary: "delete the data past its retention now", usage: PRUNE_USAGE, run: pruneCommand },
+  compact: {
+    summary: "give deleted rows' space back to the file system (collector stopped)",
+    usage: COMPACT_USAGE,
+    run: compactCommand,
+  },
 };
 
 const PROGRAM: CliProgram<CommandContext> = {

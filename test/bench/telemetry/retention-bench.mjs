@@ -11,7 +11,8 @@
 //   prune+ckpt   the same, and a FORCE CHECKPOINT after each prune
 //
 // Each reports the file size once the window is full (day --keep-days) and at the end (day --days),
-// the time spent ingesting and pruning, and checks that no row past the retention is left.
+// the time spent ingesting and pruning, and checks that no row past the retention is left. The
+// prune run's database is then compacted (`shadowvm-collector compact`): size after, and time.
 // Samples carry varied values (per-VM counters that grow, CPU that moves), so they compress as
 // real telemetry does rather than as constants.
 //
@@ -22,6 +23,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { COUNTERS } from "../../../collector/dist/ingest/ingest-frame.js";
+import { compactDatabase } from "../../../collector/dist/store/compact.js";
 import { IngestStore } from "../../../collector/dist/store/ingest-store.js";
 import { pruneStore, pruneTarget } from "../../../collector/dist/store/retention.js";
 import { SampleAppender } from "../../../collector/dist/store/sample-appender.js";
@@ -131,6 +133,8 @@ async function simulate(mode) {
   pruneConn.closeSync();
   store.close();
   const sizeEnd = statSync(path).size;
+  // What `shadowvm-collector compact` gives back at the end (the "prune" run only).
+  const compacted = mode === "prune" ? await compactDatabase(path) : undefined;
   return {
     mode,
     rows_stored: Number(total),
@@ -142,6 +146,9 @@ async function simulate(mode) {
     mib_window_full: MiB(sizeWindowFull),
     mib_end: MiB(sizeEnd),
     growth_after_window: +(sizeEnd / sizeWindowFull).toFixed(2),
+    ...(compacted
+      ? { compact: { mib_after: MiB(compacted.bytes_after), s: +(compacted.duration_ms / 1000).toFixed(1) } }
+      : {}),
     mib_per_day: sizes,
   };
 }
