@@ -57,6 +57,7 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
     logger.warn("ingest: TLS is off (tls.required: false); agents' secrets cross the network in clear text");
   const auth = new AuthStore(authDir(config));
   const store = await IngestStore.open(databasePath(config), { logger });
+  metrics.databasePath = store.path;
   let ingest: IngestServer | undefined;
   let ops: HttpListener | undefined;
   let risk: RiskService | undefined;

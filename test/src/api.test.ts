@@ -263,7 +263,7 @@ test.before(async () => {
     log_level: "silent",
     tls: { required: false },
     ingest: { host: "127.0.0.1", port: 0 },
-    metrics: { enabled: false },
+    metrics: { host: "127.0.0.1", port: 0 },
     api: {
       host: "127.0.0.1",
       port: 0,
@@ -973,6 +973,14 @@ test("retention: the running collector prunes at start, tells what is due, prune
     "the CLI's prune is the collector's last",
   );
   assert.ok(after.body.due.tables.every((t: { rows: number }) => t.rows === 0));
+  // ... and in the metrics, with the database's size
+  const metrics = await (await fetch(`http://127.0.0.1:${service.opsPort}/metrics`)).text();
+  const metric = (name: string) =>
+    Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? Number.NaN);
+  assert.ok(metric('shadowvm_collector_retention_rows_deleted_total\\{table="samples"\\}') >= 2, metrics);
+  assert.ok(metric("shadowvm_collector_retention_last_prune_timestamp_seconds") * 1000 >= NOW);
+  assert.ok(metric('shadowvm_collector_database_bytes\\{file="database"\\}') > 0, "the database file's size");
+  assert.ok(metric('shadowvm_collector_database_bytes\\{file="wal"\\}') >= 0, "the write-ahead log's size");
 
   // A retention shorter than the risk engine's telemetry window is refused before anything runs.
   let refusedErr = "";

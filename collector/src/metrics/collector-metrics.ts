@@ -1,6 +1,7 @@
 // The collector's Prometheus metrics: one registry per service instance (tests run several in one
 // process). Names follow shadowvm_collector_<thing>_<unit>; every error is counted once in
 // errors_total with the error_type and the stage it happened in (Vector's internal-event habit).
+import { statSync } from "node:fs";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 export class CollectorMetrics {
@@ -23,6 +24,9 @@ export class CollectorMetrics {
   readonly commitFrames: Histogram;
   readonly retentionRowsDeleted: Counter<"table">;
   readonly retentionLastPrune: Gauge;
+  readonly databaseBytes: Gauge<"file">;
+  /** The DuckDB file whose size databaseBytes reports (set by the service once the store is open). */
+  databasePath: string | undefined;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -118,6 +122,29 @@ export class CollectorMetrics {
       name: `${p}retention_last_prune_timestamp_seconds`,
       help: "When the last retention prune completed (0: none since start)",
       registers,
+    });
+    const metrics = this;
+    this.databaseBytes = new Gauge({
+      name: `${p}database_bytes`,
+      help: "Size of the DuckDB database file and of its write-ahead log (file=database|wal), read at scrape",
+      labelNames: ["file"],
+      registers,
+      collect() {
+        const path = metrics.databasePath;
+        if (!path) return;
+        for (const [file, name] of [
+          ["database", path],
+          ["wal", `${path}.wal`],
+        ] as const) {
+          let bytes = 0;
+          try {
+            bytes = statSync(name).size;
+          } catch {
+            // no write-ahead log between checkpoints
+          }
+          this.set({ file }, bytes);
+        }
+      },
     });
     if (options.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry, prefix: p });
