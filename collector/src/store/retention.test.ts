@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { silentLogger } from "@shadowvm/shared";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { main } from "../cli/main.js";
 import { loadCollectorConfig } from "../config/collector-config.js";
 import { IngestStore } from "./ingest-store.js";
 import {
@@ -199,6 +200,41 @@ test("retentions shorter than what the risk engine reads are refused, naming the
     retentionProblems(loadCollectorConfig({}, { SHADOWVM_COLLECTOR__RETENTION__SAMPLES_DAYS: "0" })),
     [],
   );
+});
+
+test("CLI: prune on a stopped collector's database: --dry-run counts, then it deletes", async () => {
+  const dataDir = join(dir, "cli");
+  const store = await IngestStore.open(join(dataDir, "shadowvm.duckdb"));
+  const old = Date.now() - 40 * 86_400_000;
+  await store.query(
+    `INSERT INTO samples (agent_id, scope, vm_uuid, ts_ms) VALUES ('a', 2, 'v', ${old}), ('a', 2, 'v', ${Date.now()})`,
+  );
+  store.close();
+  const run = async (...args: string[]) => {
+    let out = "";
+    let err = "";
+    const code = await main(
+      args.includes("--data-dir") ? args : [...args, "--data-dir", dataDir],
+      { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) },
+      {},
+    );
+    return { code, out, err };
+  };
+  const dry = await run("prune", "--dry-run");
+  assert.is(dry.code, 0, dry.err);
+  assert.match(dry.out, /TABLE\s+KEPT\s+OLDER THAN\s+WOULD DELETE\n/);
+  assert.match(dry.out, /samples\s+30 d\s+\S+\s+1\n/);
+  assert.match(dry.err, /would delete 1 row\(s\) .*\(dry run: nothing deleted\)/);
+  const real = await run("prune", "--json");
+  assert.is(real.code, 0, real.err);
+  assert.is(JSON.parse(real.out).tables.find((t: { table: string }) => t.table === "samples").rows, 1);
+  const again = await IngestStore.open(join(dataDir, "shadowvm.duckdb"));
+  assert.equal(await ids(again, "SELECT count(*) FROM samples"), ["1"], "the recent sample stays");
+  again.close();
+  const none = await run("prune", "--data-dir", join(dir, "no-such-dir"));
+  assert.is(none.code, 1);
+  assert.match(none.err, /no collector database at .*no-such-dir/);
+  assert.is((await run("prune", "now")).code, 2);
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));
