@@ -89,6 +89,7 @@ export async function startCollector(config: CollectorConfig, logger: Logger): P
       heartbeatIntervalMs: i.heartbeat_interval_ms,
       handshakeTimeoutMs: i.handshake_timeout_ms,
       decodeWorkers: i.decode_workers,
+      samplesRetentionDays: config.retention.samples_days,
     });
     if (config.metrics.enabled) {
       ops = await listenHttp(

@@ -272,6 +272,8 @@ test.before(async () => {
       max_page_size: 100,
     },
     reports: { schedule: "", at_risk_threshold: 0.05 },
+    // Prunes at start and on request only: an hourly prune must not race the retention test.
+    retention: { schedule: "" },
   });
   service = await startCollector(config, silentLogger());
   base = `http://127.0.0.1:${service.apiPort}`;
@@ -930,9 +932,13 @@ test("retention: the running collector prunes at start, tells what is due, prune
     timeoutMs: 30_000,
     what: "the start-up prune",
   });
-  await service.store.query(
-    `INSERT INTO samples (agent_id, scope, vm_uuid, ts_ms) VALUES ('agent-a', 2, '${VMS[0]!.uuid}', ${old}), ('agent-a', 2, '${VMS[1]!.uuid}', ${old})`,
-  );
+  // An agent whose clock is 40 days behind: its samples are stored, counted, and pruned later.
+  await spool.append({
+    telemetry_batch: {
+      samples: [VMS[0]!, VMS[1]!].map((v) => ({ scope: 2, vm_uuid: v.uuid, ts_ms: old, cpu_usage: 1 })),
+    },
+  });
+  await waitFor(async () => (await countOld()) === 2, { timeoutMs: 30_000, what: "the old samples stored" });
   const status = await get("/api/v1/retention");
   assert.is(status.status, 200, JSON.stringify(status.body));
   assert.is(status.body.policy.samples_days, 30);
@@ -975,6 +981,7 @@ test("retention: the running collector prunes at start, tells what is due, prune
   assert.ok(after.body.due.tables.every((t: { rows: number }) => t.rows === 0));
   // ... and in the metrics, with the database's size
   const metrics = await (await fetch(`http://127.0.0.1:${service.opsPort}/metrics`)).text();
+  assert.match(metrics, /^shadowvm_collector_samples_out_of_window_total\{reason="past_retention"\} 2$/m);
   const metric = (name: string) =>
     Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? Number.NaN);
   assert.ok(metric('shadowvm_collector_retention_rows_deleted_total\\{table="samples"\\}') >= 2, metrics);

@@ -29,6 +29,7 @@ import type { StreamPoint } from "../store/ingest-store.js";
 import type { BatchWriter, FrameSource } from "./batch-writer.js";
 import type { FrameDecoder } from "./decode-pool.js";
 import type { Decoded } from "./ingest-frame.js";
+import type { SampleClockCheck } from "./sample-clock.js";
 
 const ErrorCode = shadowvm.v1.ErrorCode;
 type ErrorCode = shadowvm.v1.ErrorCode;
@@ -38,6 +39,8 @@ export interface ConnectionContext {
   /** Decodes frames of authenticated connections (a worker thread, or inline). */
   decoder: FrameDecoder;
   writer: BatchWriter;
+  /** Tells the operator about samples whose timestamps cannot be right (a host's clock). */
+  sampleClock: SampleClockCheck;
   metrics: CollectorMetrics;
   logger: Logger;
   maxFrameBytes: number;
@@ -396,6 +399,7 @@ export class AgentConnection implements FrameSource {
       );
       return;
     }
+    if (d.frame.samples) this.ctx.sampleClock.check(d.agentId, d.frame.samples);
     this.pendingFrames++;
     this.pendingBytes += bytes;
     this.ctx.writer.enqueue(this, d.frame);

@@ -14,6 +14,7 @@ import type { IngestStore } from "../store/ingest-store.js";
 import { AgentConnection } from "./agent-connection.js";
 import { BatchWriter } from "./batch-writer.js";
 import { type FrameDecoder, InlineDecoder, WorkerDecoder } from "./decode-pool.js";
+import { SampleClockCheck } from "./sample-clock.js";
 
 export interface IngestServerOptions {
   host: string;
@@ -33,6 +34,8 @@ export interface IngestServerOptions {
   handshakeTimeoutMs: number;
   /** 1 = decode authenticated connections' frames in a worker thread, 0 = on the main thread. */
   decodeWorkers: number;
+  /** retention.samples_days: samples older than this are reported when they arrive (0 = never). */
+  samplesRetentionDays?: number;
 }
 
 export class IngestServer {
@@ -40,6 +43,7 @@ export class IngestServer {
   private readonly byAgent = new Map<string, AgentConnection>();
   private readonly writer: BatchWriter;
   private readonly decoder: FrameDecoder;
+  private readonly sampleClock: SampleClockCheck;
   private readonly heartbeat: NodeJS.Timeout;
   private paused = false;
   private closing = false;
@@ -54,6 +58,11 @@ export class IngestServer {
       options.decodeWorkers > 0
         ? new WorkerDecoder(options.maxFrameBytes, options.logger)
         : new InlineDecoder(options.maxFrameBytes);
+    this.sampleClock = new SampleClockCheck({
+      retentionDays: options.samplesRetentionDays ?? 0,
+      logger: options.logger,
+      counter: options.metrics.samplesOutOfWindow,
+    });
     this.writer = new BatchWriter({
       store: options.store,
       metrics: options.metrics,
@@ -128,6 +137,7 @@ export class IngestServer {
       auth: o.auth,
       decoder: this.decoder,
       writer: this.writer,
+      sampleClock: this.sampleClock,
       metrics: o.metrics,
       logger: o.logger,
       maxFrameBytes: o.maxFrameBytes,

@@ -25,6 +25,7 @@ export class CollectorMetrics {
   readonly retentionRowsDeleted: Counter<"table">;
   readonly retentionLastPrune: Gauge;
   readonly databaseBytes: Gauge<"file">;
+  readonly samplesOutOfWindow: Counter<"reason">;
   /** The DuckDB file whose size databaseBytes reports (set by the service once the store is open). */
   databasePath: string | undefined;
 
@@ -121,6 +122,12 @@ export class CollectorMetrics {
     this.retentionLastPrune = new Gauge({
       name: `${p}retention_last_prune_timestamp_seconds`,
       help: "When the last retention prune completed (0: none since start)",
+      registers,
+    });
+    this.samplesOutOfWindow = new Counter({
+      name: `${p}samples_out_of_window_total`,
+      help: "Samples received timestamped before the retention (past_retention) or ahead of the collector's clock (future): a host's clock is off",
+      labelNames: ["reason"],
       registers,
     });
     const metrics = this;
