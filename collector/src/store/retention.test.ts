@@ -1,12 +1,14 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DuckDBInstance } from "@duckdb/node-api";
 import { silentLogger } from "@shadowvm/shared";
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { main } from "../cli/main.js";
 import { loadCollectorConfig } from "../config/collector-config.js";
 import { IngestStore } from "./ingest-store.js";
+import { MIGRATIONS } from "./migrations.js";
 import {
   type PruneResult,
   pruneStore,
@@ -154,6 +156,22 @@ test("0 days keeps a table forever; a read-only target refuses to delete", async
   assert.match(refused ?? "", /read-only \(use dryRun\)/);
   conn.closeSync();
   store.close();
+});
+
+test("a database from an older collector (tables missing) is named as such, not a raw catalog error", async () => {
+  const instance = await DuckDBInstance.create(join(dir, "v1.duckdb"));
+  const conn = await instance.connect();
+  for (const statement of MIGRATIONS[0]!.statements) await conn.run(statement);
+  const err = await pruneStore(pruneTarget(conn), POLICY, { now: NOW, dryRun: true }).then(
+    () => undefined,
+    (e: Error) => e.message,
+  );
+  assert.match(
+    err ?? "",
+    /the database has no table production_events, alert_deliveries, alerts: it was written by an older collector; start `shadowvm-collector serve` once to migrate it/,
+  );
+  conn.closeSync();
+  instance.closeSync();
 });
 
 test("the service prunes at start, keeps the last result, and reports it", async () => {

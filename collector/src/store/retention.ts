@@ -110,10 +110,20 @@ export async function pruneStore(
   const dryRun = options.dryRun ?? false;
   if (!dryRun && !target.execute) throw new Error("pruneStore: this target is read-only (use dryRun)");
   const started = performance.now();
+  const rules = RETENTION_RULES.filter((r) => policy[r.key] > 0);
+  const present = new Set(
+    (await target.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")).map((r) =>
+      String(r["table_name"]),
+    ),
+  );
+  const missing = [...new Set(rules.map((r) => r.table).filter((t) => !present.has(t)))];
+  if (missing.length)
+    throw new Error(
+      `the database has no table ${missing.join(", ")}: it was written by an older collector; start \`shadowvm-collector serve\` once to migrate it (or prune without --dry-run, which migrates it)`,
+    );
   const tables: PrunedTable[] = [];
-  for (const rule of RETENTION_RULES) {
+  for (const rule of rules) {
     const days = policy[rule.key];
-    if (!(days > 0)) continue;
     const cutoff = now - days * DAY_MS;
     const rows = dryRun
       ? Number(
