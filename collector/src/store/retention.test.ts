@@ -42,6 +42,16 @@ async function seeded(name: string): Promise<IngestStore> {
       `INSERT INTO ingest_frames VALUES ('a', 1, ${seq + 1}, 'telemetry_batch', 1, 100, ${daysAgo(d)}, ${daysAgo(d)})`,
     );
   await q("INSERT INTO ingest_streams VALUES ('a', 1, 2, 2, 0)");
+  // The host lists vm-1 only: vm-gone left 40 days ago, vm-just-gone yesterday.
+  await q(`INSERT INTO hosts VALUES ('a', 'kvm-a', 8, 1, 'k', 'qemu', '8', '[]', '["vm-1"]', ${NOW})`);
+  for (const [uuid, d] of [
+    ["vm-1", 40],
+    ["vm-gone", 40],
+    ["vm-just-gone", 1],
+  ] as const)
+    await q(
+      `INSERT INTO vms VALUES ('a', '${uuid}', '${uuid}', 'running', 1, 256, 'q35', '[]', '[]', '[]', 1, '{}', ${daysAgo(d)})`,
+    );
   for (const [i, d] of [31, 1].entries())
     await q(
       `INSERT INTO production_events (event_id, agent_id, vm_uuid, vm_name, ts_ms, kind, fingerprint, title, class, line, pattern, suppressed, received_at_ms)
@@ -98,6 +108,7 @@ test("deletes exactly the rows past each table's retention; a dry run counts the
   const dry = await pruneStore(pruneTarget(conn), POLICY, { now: NOW, dryRun: true });
   const expected = {
     samples: 1,
+    vms: 1,
     ingest_frames: 1,
     production_events: 1,
     alert_deliveries: 1,
@@ -114,6 +125,11 @@ test("deletes exactly the rows past each table's retention; a dry run counts the
   assert.equal(deleted(real), expected);
   assert.is(real.tables.find((t) => t.table === "samples")?.cutoff_ms, daysAgo(30));
   assert.equal(await ids(store, "SELECT vm_uuid FROM samples"), ["vm-1", "vm-2"]);
+  assert.equal(
+    await ids(store, "SELECT uuid FROM vms"),
+    ["vm-1", "vm-just-gone"],
+    "only the VM that left long ago",
+  );
   assert.equal(await ids(store, "SELECT seq FROM ingest_frames"), ["2"]);
   assert.equal(await ids(store, "SELECT committed_seq FROM ingest_streams"), ["2"], "dedupe marks are kept");
   assert.equal(await ids(store, "SELECT event_id FROM production_events"), ["e1"]);

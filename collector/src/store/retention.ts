@@ -35,6 +35,14 @@ interface RetentionRule {
  */
 export const RETENTION_RULES: readonly RetentionRule[] = [
   { table: "samples", key: "samples_days", where: "ts_ms < $1" },
+  // A VM its host no longer lists, whose last inventory is older than the samples kept: it left
+  // (deleted or moved), and nothing of its telemetry is left to show.
+  {
+    table: "vms",
+    key: "samples_days",
+    where: `updated_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.agent_id = vms.agent_id
+              AND list_contains(from_json(h.vm_uuids, '["VARCHAR"]'), vms.uuid))`,
+  },
   // The dedupe marks are in ingest_streams (kept): the per-frame rows are bookkeeping only.
   { table: "ingest_frames", key: "ingest_frames_days", where: "committed_at_ms < $1" },
   { table: "production_events", key: "production_events_days", where: "ts_ms < $1" },
