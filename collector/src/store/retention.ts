@@ -12,6 +12,7 @@ import type { DuckDBConnection, DuckDBValue } from "@duckdb/node-api";
 import type { Logger } from "@shadowvm/shared";
 import cron, { type ScheduledTask } from "node-cron";
 import type { CollectorConfig } from "../config/collector-config.js";
+import { queryable } from "../risk/risk-engine.js";
 
 const DAY_MS = 86_400_000;
 
@@ -96,9 +97,7 @@ export interface PruneTarget {
 /** A DuckDB connection as a PruneTarget. */
 export function pruneTarget(conn: DuckDBConnection): PruneTarget {
   return {
-    async query(sql, values) {
-      return (await conn.runAndReadAll(sql, values)).getRowObjectsJS() as Record<string, unknown>[];
-    },
+    ...queryable(conn),
     async execute(sql, values) {
       return (await conn.run(sql, values)).rowsChanged;
     },
@@ -147,14 +146,8 @@ export async function pruneStore(
 
 /** The retention config as a policy. */
 export function retentionPolicy(config: CollectorConfig): RetentionPolicy {
-  const r = config.retention;
-  return {
-    samples_days: r.samples_days,
-    ingest_frames_days: r.ingest_frames_days,
-    production_events_days: r.production_events_days,
-    alerts_days: r.alerts_days,
-    shadow_results_days: r.shadow_results_days,
-  };
+  const { schedule: _schedule, ...policy } = config.retention;
+  return policy;
 }
 
 /**
